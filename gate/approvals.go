@@ -1,0 +1,389 @@
+package gate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/latchgate/latchgate/policy"
+	"github.com/latchgate/latchgate/receipts"
+	"github.com/latchgate/latchgate/store"
+)
+
+func approvalNotFound() error {
+	return newError(http.StatusNotFound, CodeApprovalNotFound, "No approval with that id.", nil)
+}
+
+// effectiveState reports a pending approval past its expiry as expired.
+func effectiveState(a *store.Approval, now time.Time) store.ApprovalState {
+	if a.State == store.ApprovalPending && !now.Before(a.ExpiresAt) {
+		return store.ApprovalExpired
+	}
+	return a.State
+}
+
+func (g *Gate) getApproval(ctx context.Context, id string) (*store.Approval, error) {
+	if !uuidRE.MatchString(id) {
+		return nil, approvalNotFound()
+	}
+	sctx, cancel := g.storeCtx(ctx)
+	defer cancel()
+	a, err := g.st.GetApproval(sctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, approvalNotFound()
+	case err != nil:
+		return nil, errStoreUnavailable(err)
+	}
+	return a, nil
+}
+
+// handleApprovalPoll is GET /v1/approvals/{id}/poll (PROTOCOL §3.5).
+func (g *Gate) handleApprovalPoll(w http.ResponseWriter, r *http.Request) error {
+	c, err := g.authenticate(r, nil)
+	if err != nil {
+		return err
+	}
+	a, err := g.getApproval(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if a.SessionID != c.session.ID {
+		return approvalNotFound()
+	}
+	now := g.clk.Now()
+	body := map[string]any{}
+	switch st := effectiveState(a, now); st {
+	case store.ApprovalPending:
+		body["status"] = "pending"
+		body["retry_after_seconds"] = 2
+		body["expires_at"] = a.ExpiresAt.UTC().Format(time.RFC3339)
+	case store.ApprovalApproved:
+		body["status"] = "approved"
+		body["receipt_id"] = a.ReceiptID
+		out := a.Output
+		if len(out) == 0 {
+			out = json.RawMessage("null")
+		}
+		body["output"] = out
+	case store.ApprovalDenied:
+		body["status"] = "denied"
+		body["reason"] = a.Reason
+	case store.ApprovalExpired:
+		body["status"] = "expired"
+	default:
+		body["status"] = "failed"
+		body["reason"] = a.Reason
+		if a.ReceiptID != "" {
+			body["receipt_id"] = a.ReceiptID
+		}
+	}
+	writeJSON(w, http.StatusOK, body)
+	return nil
+}
+
+// approvalView is the operator's full review (PROTOCOL §6).
+type approvalView struct {
+	ApprovalID        string          `json:"approval_id"`
+	State             string          `json:"state"`
+	ActionID          string          `json:"action_id"`
+	ActionVersion     string          `json:"action_version"`
+	ActionDigest      string          `json:"action_digest"`
+	RiskLevel         string          `json:"risk_level"`
+	Principal         string          `json:"principal"`
+	SessionID         string          `json:"session_id"`
+	AgentID           string          `json:"agent_id,omitempty"`
+	Arguments         json.RawMessage `json:"arguments"`
+	RequestHash       string          `json:"request_hash"`
+	TargetHosts       []string        `json:"target_hosts"`
+	UnresolvedDomains []string        `json:"unresolved_domains"`
+	CreatedAt         string          `json:"created_at"`
+	ExpiresAt         string          `json:"expires_at"`
+	DecidedBy         string          `json:"decided_by,omitempty"`
+	DecidedAt         string          `json:"decided_at,omitempty"`
+	Reason            string          `json:"reason,omitempty"`
+	ReceiptID         string          `json:"receipt_id,omitempty"`
+	TraceID           string          `json:"trace_id"`
+}
+
+func viewOf(a *store.Approval, now time.Time) approvalView {
+	v := approvalView{
+		ApprovalID: a.ID, State: string(effectiveState(a, now)), ActionID: a.ActionID, ActionVersion: a.ActionVersion,
+		ActionDigest: a.ActionDigest, RiskLevel: a.RiskLevel, Principal: a.Principal, SessionID: a.SessionID,
+		AgentID: a.AgentID, Arguments: a.Args, RequestHash: a.RequestHash, TargetHosts: nonNil(a.TargetHosts),
+		UnresolvedDomains: nonNil(a.UnresolvedDomains), CreatedAt: a.CreatedAt.UTC().Format(time.RFC3339),
+		ExpiresAt: a.ExpiresAt.UTC().Format(time.RFC3339), DecidedBy: a.DecidedBy, Reason: a.Reason,
+		ReceiptID: a.ReceiptID, TraceID: a.TraceID,
+	}
+	if !a.DecidedAt.IsZero() {
+		v.DecidedAt = a.DecidedAt.UTC().Format(time.RFC3339)
+	}
+	return v
+}
+
+func (g *Gate) handleApprovalsList(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	state := store.ApprovalState(q.Get("status"))
+	switch state {
+	case "":
+		state = store.ApprovalPending
+	case "all":
+		state = ""
+	case store.ApprovalPending, store.ApprovalApproved, store.ApprovalDenied, store.ApprovalExpired, store.ApprovalFailed:
+	default:
+		return errInvalidRequest("status must be pending, approved, denied, expired, failed or all.")
+	}
+	limit := 50
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 500 {
+			return errInvalidRequest("limit must be an integer from 1 to 500.")
+		}
+		limit = n
+	}
+	ctx, cancel := g.storeCtx(r.Context())
+	defer cancel()
+	list, err := g.st.ListApprovals(ctx, state, limit)
+	if err != nil {
+		return errStoreUnavailable(err)
+	}
+	now := g.clk.Now()
+	out := make([]approvalView, 0, len(list))
+	for _, a := range list {
+		out = append(out, viewOf(a, now))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"approvals": out})
+	return nil
+}
+
+func (g *Gate) handleApprovalShow(w http.ResponseWriter, r *http.Request) error {
+	a, err := g.getApproval(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, viewOf(a, g.clk.Now()))
+	return nil
+}
+
+func alreadyBody(st store.ApprovalState) []byte {
+	return mustJSON(map[string]string{"decision": "already_" + string(st)})
+}
+
+type denyRequest struct {
+	Reason string `json:"reason"`
+}
+
+func (g *Gate) handleDeny(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(w, r, g.cfg.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	if err := requireJSON(r, body); err != nil {
+		return err
+	}
+	var req denyRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return err
+	}
+	if len(req.Reason) > 1024 {
+		return errInvalidRequest("reason must be at most 1024 characters.")
+	}
+	id := r.PathValue("id")
+	if !uuidRE.MatchString(id) {
+		return approvalNotFound()
+	}
+	by := g.operatorName(peerFrom(r.Context()))
+	ctx, cancel := g.storeCtx(r.Context())
+	defer cancel()
+	a, err := g.st.DecideApproval(ctx, id, store.ApprovalDenied, by, req.Reason, g.clk.Now())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return approvalNotFound()
+	case errors.Is(err, store.ErrConflict):
+		return newError(http.StatusConflict, CodeApprovalConflict, "Another operator is acting on this approval right now.", err)
+	case err != nil:
+		return errStoreUnavailable(err)
+	}
+	if a.DecidedBy != by || a.State != store.ApprovalDenied || a.Reason != req.Reason {
+		writeRawJSON(w, http.StatusOK, alreadyBody(a.State))
+		return nil
+	}
+	_ = g.audit(r.Context(), &receipts.AuditRecord{TraceID: a.TraceID, Principal: a.Principal, SessionID: a.SessionID, ActionID: a.ActionID, RequestHash: a.RequestHash, Decision: receipts.DecisionDenied, ApprovalID: a.ID, DecidedBy: by, Reason: req.Reason})
+	writeJSON(w, http.StatusOK, map[string]string{"decision": "denied", "approval_id": a.ID, "reason": req.Reason})
+	return nil
+}
+
+type approveRequest struct {
+	Note        string `json:"note"`
+	LearnDomain bool   `json:"learn_domain"`
+}
+
+// handleApprove claims the approval, re-checks the frozen plan, and runs it
+// exactly once through the normal dispatch path (PROTOCOL §6).
+func (g *Gate) handleApprove(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(w, r, g.cfg.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	if err := requireJSON(r, body); err != nil {
+		return err
+	}
+	var req approveRequest
+	if err := decodeStrict(body, &req); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if !uuidRE.MatchString(id) {
+		return approvalNotFound()
+	}
+	by := g.operatorName(peerFrom(r.Context()))
+	now := g.clk.Now()
+	snap := g.snap.Load()
+	deadline := now.Add(2 * time.Minute)
+	if cur, err := g.getApproval(r.Context(), id); err == nil {
+		if act, ok := snap.Actions.Get(cur.ActionID); ok {
+			deadline = now.Add(act.Timeout + time.Minute)
+		}
+	}
+	ctx, cancel := g.storeCtx(r.Context())
+	a, err := g.st.ClaimApproval(ctx, id, store.Claim{GateID: g.cfg.GateID, By: by, Deadline: deadline}, now)
+	cancel()
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return approvalNotFound()
+	case errors.Is(err, store.ErrConflict):
+		return newError(http.StatusConflict, CodeApprovalConflict, "Another operator is acting on this approval right now.", err)
+	case err != nil:
+		return errStoreUnavailable(err)
+	}
+	if a.State != store.ApprovalPending {
+		writeRawJSON(w, http.StatusOK, alreadyBody(a.State))
+		return nil
+	}
+	// A previous claimant's deadline passed (its gate crashed): resolve from
+	// the ledger, never run again.
+	if a.Claim != nil && a.Claim.Token > 1 {
+		return g.resolveStaleClaim(w, r.Context(), a, by)
+	}
+	fail := func(reason, receiptID string) error {
+		g.finishApproval(a, store.ApprovalFailed, by, reason, receiptID, nil)
+		writeJSON(w, http.StatusOK, map[string]string{"decision": "failed", "reason": reason})
+		return nil
+	}
+	act, ok := snap.Actions.Get(a.ActionID)
+	if !ok || act.Digest != a.ActionDigest {
+		return fail("plan_changed", "")
+	}
+	plan, err := act.Prepare(a.Args, nil)
+	if err != nil || plan.RequestHash != a.RequestHash {
+		return fail("plan_changed", "")
+	}
+	sctx, scancel := g.storeCtx(r.Context())
+	sess, err := g.st.GetSession(sctx, a.SessionID)
+	scancel()
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return fail("session_revoked", "")
+	case err != nil:
+		g.releaseClaimAsFailed(a, by)
+		return errStoreUnavailable(err)
+	case sess.Revoked:
+		return fail("session_revoked", "")
+	}
+	in := &policy.Input{
+		Principal: a.Principal, SessionID: a.SessionID, AgentID: a.AgentID,
+		Peer: policy.Peer{UID: a.PeerUID, PID: a.PeerPID},
+		Action: policy.Action{
+			ID: act.ID, Version: act.Version, RiskLevel: act.RiskLevel, RequiredScopes: nonNil(act.RequiredScopes),
+			SideEffects: nonNil(act.SideEffects), CostCents: act.CostCents,
+			Egress: policy.Egress{Profile: act.Egress.Profile, AllowedDomains: nonNil(act.Egress.AllowedDomains), LearnedDomains: []string{}},
+		},
+		Request: policy.Request{Args: a.Args, Hash: a.RequestHash, SizeBytes: len(a.Args), TargetHosts: nonNil(a.TargetHosts), UnresolvedDomains: nonNil(a.UnresolvedDomains)},
+		Lease:   policy.Lease{Scopes: sess.Scopes, ExpiresAt: sess.LeaseExpiresAt.UTC().Format(time.RFC3339)},
+		Budget:  policy.Budget{CallsRemaining: sess.CallsRemaining(), CostRemaining: sess.CostRemaining()},
+		Time:    policy.NewTime(now), StandingApproval: json.RawMessage("null"),
+		Approval: &policy.Approval{ApprovalID: a.ID, ApprovedBy: by},
+	}
+	d, err := snap.Policy.Decide(r.Context(), in, now)
+	if err != nil {
+		return fail("policy_unavailable", "")
+	}
+	if !d.Allow || len(d.DenyReasons) > 0 {
+		return fail("policy_changed", "")
+	}
+	appr := &receipts.Approval{Kind: receipts.ApprovalOperator, ApprovalID: a.ID, ApprovedBy: by, ApprovedAt: receipts.FormatTime(now)}
+	out, err := g.dispatch(r.Context(), dispatchRequest{
+		traceID: a.TraceID, action: act, plan: plan, principal: a.Principal, sessionID: a.SessionID,
+		agentID: a.AgentID, peer: Peer{UID: a.PeerUID, PID: a.PeerPID, HasCreds: a.PeerUID >= 0},
+		approval: appr, policyVersion: snap.Policy.Version(),
+	})
+	if err != nil {
+		e := asError(err)
+		switch e.Code {
+		case CodeBudgetExhausted:
+			return fail("budget_exhausted", "")
+		case CodeLeaseRevoked, CodeInvalidLease:
+			return fail("session_revoked", "")
+		case CodeEvidenceFailed:
+			g.finishApproval(a, store.ApprovalFailed, by, "evidence_persistence_failed", "", nil)
+			return err
+		default:
+			g.finishApproval(a, store.ApprovalFailed, by, e.Code, "", nil)
+			return err
+		}
+	}
+	if out.status == http.StatusOK {
+		g.finishApproval(a, store.ApprovalApproved, by, req.Note, out.receiptID, out.output)
+	} else {
+		g.finishApproval(a, store.ApprovalFailed, by, out.kind, out.receiptID, nil)
+	}
+	writeRawJSON(w, out.status, out.body)
+	return nil
+}
+
+// finishApproval records the final state and the operator's decision.
+func (g *Gate) finishApproval(a *store.Approval, st store.ApprovalState, by, reason, receiptID string, output json.RawMessage) {
+	ctx, cancel := g.storeCtx(context.Background())
+	defer cancel()
+	now := g.clk.Now()
+	if _, err := g.st.FinishApproval(ctx, store.ApprovalFinish{
+		ID: a.ID, Token: a.Claim.Token, State: st, DecidedBy: by, DecidedAt: now,
+		Reason: reason, ReceiptID: receiptID, Output: output,
+	}); err != nil {
+		g.log.Error().Err(err).Str(fApprovalID, a.ID).Msg("approval outcome not stored")
+	}
+	decision := receipts.DecisionApproved
+	if st == store.ApprovalFailed {
+		decision = receipts.DecisionFailed
+	}
+	_ = g.audit(ctx, &receipts.AuditRecord{TraceID: a.TraceID, Principal: a.Principal, SessionID: a.SessionID, ActionID: a.ActionID, RequestHash: a.RequestHash, Decision: decision, ApprovalID: a.ID, ReceiptID: receiptID, DecidedBy: by, Reason: reason})
+	g.log.Info().Str(fApprovalID, a.ID).Str(fDecision, string(st)).Str("by", by).Str(fReceiptID, receiptID).Msg("approval decided")
+}
+
+// releaseClaimAsFailed ends a claim that could not proceed for lack of a
+// dependency; nothing ran.
+func (g *Gate) releaseClaimAsFailed(a *store.Approval, by string) {
+	g.finishApproval(a, store.ApprovalFailed, by, "store_unavailable", "", nil)
+}
+
+// resolveStaleClaim settles an approval whose earlier claimant died: the
+// receipt carrying its id decides; without one it failed as interrupted.
+func (g *Gate) resolveStaleClaim(w http.ResponseWriter, ctx context.Context, a *store.Approval, by string) error {
+	rc, err := g.led.FindByApproval(a.ID)
+	switch {
+	case err == nil && rc.NormalizedResult.Kind == receipts.KindSuccess:
+		g.finishApproval(a, store.ApprovalApproved, by, "recovered", rc.ReceiptID, rc.Output)
+		writeRawJSON(w, http.StatusOK, alreadyBody(store.ApprovalApproved))
+	case err == nil:
+		g.finishApproval(a, store.ApprovalFailed, by, rc.NormalizedResult.Kind, rc.ReceiptID, nil)
+		writeRawJSON(w, http.StatusOK, alreadyBody(store.ApprovalFailed))
+	default:
+		g.finishApproval(a, store.ApprovalFailed, by, "interrupted", "", nil)
+		writeRawJSON(w, http.StatusOK, alreadyBody(store.ApprovalFailed))
+	}
+	_ = ctx
+	return nil
+}

@@ -1,0 +1,56 @@
+package gate
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/latchgate/latchgate/store"
+)
+
+// beginIdempotent implements PROTOCOL §3.4 for a request carrying
+// Idempotency-Key. It returns done=true when it has answered from a stored
+// outcome; otherwise the caller proceeds and must call finishIdempotent.
+func (g *Gate) beginIdempotent(ctx context.Context, w http.ResponseWriter, c *caller, key, actionID, reqHash string) (bool, error) {
+	sctx, cancel := g.storeCtx(ctx)
+	defer cancel()
+	prev, err := g.st.BeginIdempotent(sctx, &store.IdemRecord{
+		Principal: c.session.Principal, Key: key, ActionID: actionID, RequestHash: reqHash,
+		State: store.IdemRunning, CreatedAt: g.clk.Now(),
+	}, g.cfg.IdempotencyTTL)
+	switch {
+	case err != nil:
+		return true, errStoreUnavailable(err)
+	case prev == nil:
+		return false, nil
+	case prev.ActionID != actionID || prev.RequestHash != reqHash:
+		return true, newError(http.StatusConflict, CodeIdempotencyConflict, "This Idempotency-Key was used with another action or request.", nil)
+	case prev.State != store.IdemDone:
+		e := newError(http.StatusConflict, CodeIdempotencyInProgress, "A request with this Idempotency-Key is still running.", nil)
+		e.RetryAfter = 1
+		return true, e
+	}
+	writeRawJSON(w, prev.Status, prev.Body)
+	return true, nil
+}
+
+// finishIdempotent stores the outcome (200, 202 and post-dispatch failures)
+// or drops the record (errors before dispatch, so a retry may succeed).
+func (g *Gate) finishIdempotent(principal, key string, status int, body []byte, runErr error) {
+	ctx, cancel := g.storeCtx(context.Background())
+	defer cancel()
+	if runErr != nil {
+		var e *Error
+		if errors.As(runErr, &e) && e.Code == CodeEvidenceFailed {
+			status, body = e.Status, mustJSON(e.body())
+		} else {
+			if err := g.st.AbortIdempotent(ctx, principal, key); err != nil {
+				g.log.Error().Err(err).Msg("idempotency record not released")
+			}
+			return
+		}
+	}
+	if err := g.st.FinishIdempotent(ctx, principal, key, status, body, g.cfg.IdempotencyTTL); err != nil {
+		g.log.Error().Err(err).Msg("idempotency outcome not stored")
+	}
+}

@@ -1,0 +1,1080 @@
+// Package receipts owns LatchGate's evidence: RFC 8785 (JCS) hashing,
+// Ed25519 signing of receipts and decision records, and the durable ledger
+// (intent journal, receipts chain, audit chain, signed head) with lookup,
+// audit queries and verification (PROTOCOL §5, §6).
+//
+// The ledger is one append-only file of lines written by a single writer
+// goroutine: concurrent appenders share one fsync per group commit, and no
+// call returns before its record is durable. The package never answers a
+// write as done before the fsync returned, never rewrites or drops a record
+// that was acknowledged (a torn, never-acknowledged tail is moved aside to a
+// torn-<time> file), never reads the wall clock (time comes from the
+// injected clock) and never decides policy. The API is internal to this
+// module and may change.
+package receipts
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/latchgate/latchgate/clock"
+)
+
+// Errors. Check them with errors.Is.
+var (
+	// ErrNotFound: no such receipt.
+	ErrNotFound = errors.New("receipts: not found")
+	// ErrClosed: the ledger was closed.
+	ErrClosed = errors.New("receipts: ledger closed")
+	// ErrUnavailable: the record could not be made durable (write, store
+	// sync or fsync failed). Nothing was acknowledged.
+	ErrUnavailable = errors.New("receipts: ledger unavailable")
+	// ErrInvalidRecord: a record misses a required field or holds a value
+	// outside its enum or format.
+	ErrInvalidRecord = errors.New("receipts: invalid record")
+	// ErrDuplicate: a receipt with this receipt_id already exists.
+	ErrDuplicate = errors.New("receipts: duplicate receipt_id")
+	// ErrHeadMismatch: the ledger on disk ends before (or disagrees with)
+	// its signed head, so acknowledged records are missing or altered.
+	// Open refuses to write over such a ledger.
+	ErrHeadMismatch = errors.New("receipts: ledger does not match its signed head")
+)
+
+// Defaults.
+const (
+	DefaultOutputCap   = 256 << 10
+	DefaultAuditLimit  = 50
+	MaxAuditLimit      = 500
+	maxBatch           = 1024
+	opsQueue           = 1024
+	tornTimeLayout     = "20060102T150405.000Z"
+	defaultTornAttempt = 100
+)
+
+// Config configures a Ledger.
+type Config struct {
+	// Dir is the ledger directory (required). Created with mode 0700; it
+	// holds ledger.jsonl, head.json, keys/ and torn-* files.
+	Dir string
+	// GateID is copied into every receipt and audit record (required).
+	GateID string
+	// OutputCap is the most bytes of output kept in a receipt. Over it the
+	// output is null and output_truncated true. Default (0): 256 KiB.
+	OutputCap int
+	// GroupCommitWindow is the longest a group commit waits for more
+	// writers to join it. Default (0): commit as soon as the previous
+	// fsync returns (natural batching).
+	GroupCommitWindow time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.OutputCap == 0 {
+		c.OutputCap = DefaultOutputCap
+	}
+	return c
+}
+
+// Validate checks a config after defaults.
+func (c Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("receipts: Dir is required (the ledger directory)")
+	case c.GateID == "":
+		return errors.New("receipts: GateID is required (a non-empty gate id)")
+	case c.OutputCap < 0:
+		return errors.New("receipts: OutputCap must be >= 0 bytes (0 = 256 KiB)")
+	case c.GroupCommitWindow < 0:
+		return errors.New(`receipts: GroupCommitWindow must be >= 0 (e.g. "200us"; 0 = none)`)
+	}
+	return nil
+}
+
+// Syncer makes the state store durable; the ledger calls it before each
+// group commit's fsync so evidence is never more durable than the state it
+// depends on.
+type Syncer interface{ Sync() error }
+
+type noopSyncer struct{}
+
+func (noopSyncer) Sync() error { return nil }
+
+// Deps are the ledger's injected parts.
+type Deps struct {
+	Clock  clock.Clock    // required
+	Logger zerolog.Logger // the ledger logs with component=receipts
+	Syncer Syncer         // optional; no-op when nil
+	FS     FS             // optional; the real OS when nil
+}
+
+// loc is where a record's bytes are in the ledger file.
+type loc struct {
+	off int64
+	n   int
+}
+
+// auditEntry indexes one audit record for queries.
+type auditEntry struct {
+	loc
+	ms        int64 // record time, Unix milliseconds
+	principal string
+	actionID  string
+	decision  string
+}
+
+// opKind is what an op writes.
+type opKind int
+
+const (
+	opIntent opKind = iota
+	opAbort
+	opReceipt
+	opAudit
+)
+
+// op is one write request handed to the writer goroutine.
+type op struct {
+	kind    opKind
+	line    []byte // intent/abort: the record JSON
+	receipt *Receipt
+	audit   *AuditRecord
+	done    chan error // buffered(1)
+}
+
+// Ledger is the durable evidence store. Safe for concurrent use.
+type Ledger struct {
+	cfg    Config
+	clock  clock.Clock
+	log    zerolog.Logger
+	syncer Syncer
+	fs     FS
+	rnd    func([]byte) error
+	file   File // O_APPEND; written only by the writer, read with ReadAt under mu.RLock
+
+	signer atomic.Pointer[signer]
+	keys   atomic.Pointer[map[string]ed25519.PublicKey]
+	keyMu  sync.Mutex // serialises Rotate
+
+	ops        chan *op
+	quit       chan struct{}
+	writerDone chan struct{}
+	senders    sync.WaitGroup
+
+	// Owned by the writer goroutine (and by Open before it starts).
+	size         int64 // file size including uncommitted bytes
+	rtip, atip   chainTip
+	failed       error       // sticky: the file state is unknown
+	broken       atomic.Bool // mirrors failed != nil for readers outside the writer
+	pendingIDs   map[string]struct{}
+	batchBuf     bytes.Buffer
+	headWriterCh chan struct{}
+	headDone     chan struct{}
+	headStop     chan struct{}
+	lastHead     atomic.Pointer[Head] // newest signed head, not yet necessarily on disk
+
+	// headMu serialises writes of head.json (the head writer goroutine and
+	// Open). It only ever guards that file; it is never held with mu.
+	headMu      sync.Mutex
+	headWritten *Head // guarded by headMu
+
+	mu         sync.RWMutex // guards the fields below
+	closed     bool
+	byID       map[string]loc
+	byApproval map[string]string // approval_id → receipt_id
+	audit      []auditEntry      // in seq order
+	head       Head
+	committed  int64 // file size covered by head
+}
+
+// Open opens (or creates) the ledger in cfg.Dir: it loads or creates the
+// signing key, scans the file, moves a torn tail aside, refuses a ledger
+// that ends before its signed head (ErrHeadMismatch), turns dangling
+// intents into "interrupted" receipts and signs the head.
+func Open(cfg Config, deps Deps) (*Ledger, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Clock == nil {
+		return nil, errors.New("receipts: Deps.Clock is required")
+	}
+	if deps.Syncer == nil {
+		deps.Syncer = noopSyncer{}
+	}
+	if deps.FS == nil {
+		deps.FS = OSFS{}
+	}
+	l := &Ledger{
+		cfg:          cfg,
+		clock:        deps.Clock,
+		log:          deps.Logger.With().Str("component", "receipts").Logger(),
+		syncer:       deps.Syncer,
+		fs:           deps.FS,
+		rnd:          func(b []byte) error { _, err := rand.Read(b); return err },
+		ops:          make(chan *op, opsQueue),
+		quit:         make(chan struct{}),
+		writerDone:   make(chan struct{}),
+		headWriterCh: make(chan struct{}, 1),
+		headDone:     make(chan struct{}),
+		headStop:     make(chan struct{}),
+		pendingIDs:   map[string]struct{}{},
+		byID:         map[string]loc{},
+		byApproval:   map[string]string{},
+	}
+	if err := l.fs.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("receipts: create dir: %w", err)
+	}
+	s, keys, err := loadKeys(l.fs, cfg.Dir, l.rnd)
+	if err != nil {
+		return nil, err
+	}
+	l.signer.Store(s)
+	l.keys.Store(&keys)
+
+	head, err := readHead(l.fs, cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if head != nil {
+		if err := head.verify(keys); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrHeadMismatch, err)
+		}
+	}
+	f, err := l.fs.OpenFile(filepath.Join(cfg.Dir, ledgerFileName), os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("receipts: open ledger: %w", err)
+	}
+	l.file = f
+	dangling, err := l.recover(head)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	go l.writer()
+	go l.headWriter()
+
+	now := FormatTime(l.clock.Now())
+	for _, in := range dangling {
+		r, err := l.Append(context.Background(), in.interruptedReceipt(now))
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("receipts: record interrupted intent %s: %w", in.GrantID, err)
+		}
+		l.log.Warn().Str("grant_id", in.GrantID).Str("receipt_id", r.ReceiptID).Int64("seq", r.Seq).
+			Msg("intent without outcome recorded as interrupted")
+	}
+	// Sign and persist the head now, so even an idle ledger has one.
+	h, err := l.signHead()
+	if err == nil {
+		l.mu.Lock()
+		l.head = h
+		l.mu.Unlock()
+		l.lastHead.Store(&h)
+		err = l.flushHead()
+	}
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// recover scans the file, builds the indexes, moves a torn tail aside and
+// returns the intents that have neither a receipt nor an abort.
+func (l *Ledger) recover(head *Head) ([]*Intent, error) {
+	var hs, has int64
+	if head != nil {
+		hs, has = head.Seq, head.AuditSeq
+	}
+	keys := *l.keys.Load()
+	intents := map[string]*Intent{}
+	var intentOrder []string
+	var rAtHead, aAtHead string
+	var corrupt []int64 // offsets of bad lines that are not part of the tail
+
+	// Tentative tips advance over every decodable record; committed tips
+	// (l.rtip, l.atip) only when a valid line confirms everything before it.
+	trtip, tatip := chainTip{}, chainTip{}
+	var pending []func()
+	var badPending []int64
+	var keep int64
+
+	err := readLines(io.NewSectionReader(l.file, 0, 1<<62), func(ln line) error {
+		end := ln.off + int64(len(ln.data))
+		var t lineType
+		var rec []byte
+		if ln.complete {
+			t, rec = splitLine(ln.data)
+		}
+		valid := false
+		var effect func()
+		recOff := ln.off + int64(len(linePrefix(t)))
+		switch t {
+		case lineReceipt, lineAudit:
+			var m recordMeta
+			if json.Unmarshal(rec, &m) != nil {
+				break
+			}
+			tip, headSeq := &trtip, hs
+			if t == lineAudit {
+				tip, headSeq = &tatip, has
+			}
+			valid = tip.follows(&m) == ""
+			if valid && m.Seq > headSeq {
+				// Not covered by the signed head: may be a torn write.
+				pub, ok := keys[m.KeyID]
+				valid = ok && checkSealed(rec, m.signed(), pub) == nil
+			}
+			*tip = chainTip{seq: m.Seq, hash: m.Hash}
+			lc := loc{off: recOff, n: len(rec)}
+			if t == lineReceipt {
+				effect = func() {
+					l.rtip = chainTip{seq: m.Seq, hash: m.Hash}
+					if m.Seq == hs {
+						rAtHead = m.Hash
+					}
+					l.byID[m.ReceiptID] = lc
+					if m.Approval != nil && m.Approval.ApprovalID != "" {
+						l.byApproval[m.Approval.ApprovalID] = m.ReceiptID
+					}
+					delete(intents, m.GrantID)
+				}
+			} else {
+				effect = func() {
+					l.atip = chainTip{seq: m.Seq, hash: m.Hash}
+					if m.Seq == has {
+						aAtHead = m.Hash
+					}
+					l.audit = append(l.audit, newAuditEntry(lc, &m))
+				}
+			}
+		case lineIntent:
+			var in Intent
+			if json.Unmarshal(rec, &in) != nil {
+				break
+			}
+			valid = true
+			effect = func() {
+				if _, seen := intents[in.GrantID]; !seen {
+					intentOrder = append(intentOrder, in.GrantID)
+				}
+				intents[in.GrantID] = &in
+			}
+		case lineAbort:
+			var a abortRecord
+			if json.Unmarshal(rec, &a) != nil {
+				break
+			}
+			valid = true
+			effect = func() { delete(intents, a.GrantID) }
+		}
+		if effect != nil {
+			pending = append(pending, effect)
+		}
+		if !valid {
+			badPending = append(badPending, ln.off)
+			return nil
+		}
+		for _, e := range pending {
+			e()
+		}
+		corrupt = append(corrupt, badPending...)
+		pending, badPending = pending[:0], badPending[:0]
+		keep = end
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("receipts: scan ledger: %w", err)
+	}
+	if head != nil {
+		if why := head.covers(l.rtip.seq, rAtHead, l.atip.seq, aAtHead); why != "" {
+			return nil, fmt.Errorf("%w: %s", ErrHeadMismatch, why)
+		}
+	}
+	st, err := l.file.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("receipts: stat ledger: %w", err)
+	}
+	if st.Size() > keep {
+		if err := l.moveTorn(keep, st.Size()); err != nil {
+			return nil, err
+		}
+	}
+	if len(corrupt) > 0 {
+		l.log.Error().Int("lines", len(corrupt)).Int64("first_offset", corrupt[0]).
+			Msg("ledger holds corrupt lines before its end; verification will fail")
+	}
+	l.size, l.committed = keep, keep
+	var dangling []*Intent
+	for _, g := range intentOrder {
+		if in, ok := intents[g]; ok {
+			dangling = append(dangling, in)
+		}
+	}
+	return dangling, nil
+}
+
+func newAuditEntry(lc loc, m *recordMeta) auditEntry {
+	var ms int64
+	if t, err := ParseTime(m.Time); err == nil {
+		ms = t.UnixMilli()
+	}
+	return auditEntry{loc: lc, ms: ms, principal: m.Principal, actionID: m.ActionID, decision: m.Decision}
+}
+
+// moveTorn copies [from, to) of the ledger to a torn-<time> file, then
+// truncates the ledger to from.
+func (l *Ledger) moveTorn(from, to int64) error {
+	data := make([]byte, to-from)
+	if _, err := l.file.ReadAt(data, from); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("receipts: read torn tail: %w", err)
+	}
+	var tf File
+	var name string
+	var err error
+	stamp := l.clock.Now().UTC().Format(tornTimeLayout)
+	for i := range defaultTornAttempt {
+		name = filepath.Join(l.cfg.Dir, "torn-"+stamp)
+		if i > 0 {
+			name += fmt.Sprintf("-%d", i)
+		}
+		tf, err = l.fs.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if !errors.Is(err, os.ErrExist) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("receipts: create torn file: %w", err)
+	}
+	_, err = tf.Write(data)
+	if err == nil {
+		err = tf.Sync()
+	}
+	if cerr := tf.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = l.file.Truncate(from)
+	}
+	if err == nil {
+		err = l.file.Sync()
+	}
+	if err == nil {
+		err = syncDir(l.fs, l.cfg.Dir)
+	}
+	if err != nil {
+		return fmt.Errorf("receipts: move torn tail: %w", err)
+	}
+	l.log.Warn().Str("file", filepath.Base(name)).Int64("offset", from).Int64("bytes", to-from).
+		Msg("torn ledger tail (never acknowledged) moved aside")
+	return nil
+}
+
+// submit hands an op to the writer and waits for it to be durable. ctx
+// bounds only the wait to enqueue: once queued, the op's outcome is
+// awaited so a caller never reports failure for a record that was written.
+func (l *Ledger) submit(ctx context.Context, o *op) error {
+	l.mu.RLock()
+	if l.closed {
+		l.mu.RUnlock()
+		return ErrClosed
+	}
+	l.senders.Add(1)
+	l.mu.RUnlock()
+	defer l.senders.Done()
+	o.done = make(chan error, 1)
+	select {
+	case l.ops <- o:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-o.done
+}
+
+// WriteIntent writes the durable intent before dispatch. An error means
+// nothing may run (503 ledger_unavailable).
+func (l *Ledger) WriteIntent(ctx context.Context, in *Intent) error {
+	if err := in.validate(); err != nil {
+		return err
+	}
+	c := *in
+	if c.Egress.Hosts == nil {
+		c.Egress.Hosts = []string{}
+	}
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRecord, err)
+	}
+	return l.submit(ctx, &op{kind: opIntent, line: b})
+}
+
+// WriteAbort records that the grant of an intent was refused, so the intent
+// never becomes an interrupted receipt.
+func (l *Ledger) WriteAbort(ctx context.Context, grantID, reason string) error {
+	if grantID == "" {
+		return invalid("grant_id", "is required")
+	}
+	b, err := json.Marshal(abortRecord{GrantID: grantID, Reason: reason, At: FormatTime(l.clock.Now())})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidRecord, err)
+	}
+	return l.submit(ctx, &op{kind: opAbort, line: b})
+}
+
+// Append seals and durably appends a receipt and returns it as stored
+// (json.Marshal of the returned value gives the stored bytes). The gate sets
+// every field but Seq, PrevHash, GateID, Hash, Signature and KeyID. Output
+// longer than Config.OutputCap is dropped (null, output_truncated true);
+// response_hash stays the gate's hash of the full output. An error means
+// the evidence is not written (500 evidence_persistence_failed).
+func (l *Ledger) Append(ctx context.Context, r *Receipt) (*Receipt, error) {
+	c := *r
+	c.Seq, c.PrevHash, c.Hash, c.Signature, c.KeyID = 0, nil, "", "", ""
+	c.GateID = l.cfg.GateID
+	if c.ProviderModuleDigest == "" {
+		c.ProviderModuleDigest = c.ActionDigest
+	}
+	c.Egress.Hosts = append([]string{}, r.Egress.Hosts...)
+	if len(c.Output) > l.cfg.OutputCap {
+		c.Output, c.OutputTruncated = nil, true
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if err := l.submit(ctx, &op{kind: opReceipt, receipt: &c}); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// AppendAudit seals and durably appends a decision record. ID (a UUIDv7)
+// and Time are set when empty.
+func (l *Ledger) AppendAudit(ctx context.Context, a *AuditRecord) error {
+	c := *a
+	c.Seq, c.PrevHash, c.Hash, c.Signature, c.KeyID = 0, nil, "", "", ""
+	c.GateID = l.cfg.GateID
+	now := l.clock.Now()
+	if c.Time == "" {
+		c.Time = FormatTime(now)
+	}
+	if c.ID == "" {
+		id, err := newUUIDv7(now, l.rnd)
+		if err != nil {
+			return err
+		}
+		c.ID = id
+	}
+	if err := c.validate(); err != nil {
+		return err
+	}
+	if err := l.submit(ctx, &op{kind: opAudit, audit: &c}); err != nil {
+		return err
+	}
+	*a = c
+	return nil
+}
+
+// writer is the single goroutine that writes and fsyncs the ledger.
+func (l *Ledger) writer() {
+	defer close(l.writerDone)
+	batch := make([]*op, 0, maxBatch)
+	for {
+		select {
+		case o := <-l.ops:
+			batch = append(batch[:0], o)
+		case <-l.quit:
+			return
+		}
+		if w := l.cfg.GroupCommitWindow; w > 0 {
+			t := time.NewTimer(w)
+		collect:
+			for len(batch) < maxBatch {
+				select {
+				case o := <-l.ops:
+					batch = append(batch, o)
+				case <-t.C:
+					break collect
+				}
+			}
+			t.Stop()
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case o := <-l.ops:
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		l.commit(batch)
+		clear(batch)
+	}
+}
+
+// staged is an op's outcome within a batch.
+type staged struct {
+	o     *op
+	err   error
+	loc   loc
+	meta  recordMeta
+	isRec bool
+}
+
+// commit writes one group: stage every op, one write, store sync, one
+// fsync, then publish indexes and the signed head and answer the callers.
+func (l *Ledger) commit(batch []*op) {
+	if l.failed != nil {
+		for _, o := range batch {
+			o.done <- fmt.Errorf("%w: %w", ErrUnavailable, l.failed)
+		}
+		return
+	}
+	s := l.signer.Load()
+	buf := &l.batchBuf
+	buf.Reset()
+	start := l.size
+	rtip, atip := l.rtip, l.atip
+	clear(l.pendingIDs)
+	st := make([]staged, len(batch))
+	for i, o := range batch {
+		st[i].o = o
+		switch o.kind {
+		case opIntent:
+			appendLine(buf, lineIntent, o.line)
+		case opAbort:
+			appendLine(buf, lineAbort, o.line)
+		case opReceipt:
+			r := o.receipt
+			if l.hasReceipt(r.ReceiptID) {
+				st[i].err = fmt.Errorf("%w: %s", ErrDuplicate, r.ReceiptID)
+				continue
+			}
+			r.Seq = rtip.seq + 1
+			r.PrevHash = prevHash(rtip)
+			unsigned, err := json.Marshal(r)
+			var sl sealed
+			if err == nil {
+				sl, err = s.seal(unsigned)
+			}
+			if err != nil {
+				st[i].err = fmt.Errorf("%w: %w", ErrInvalidRecord, err)
+				r.Seq, r.PrevHash = 0, nil
+				continue
+			}
+			r.Hash, r.Signature, r.KeyID = sl.hash, sl.sig, s.kid
+			off := appendLine(buf, lineReceipt, sl.raw)
+			st[i].loc = loc{off: start + int64(off), n: len(sl.raw)}
+			st[i].isRec = true
+			st[i].meta = recordMeta{Seq: r.Seq, ReceiptID: r.ReceiptID}
+			if r.Approval != nil {
+				st[i].meta.Approval = &struct {
+					ApprovalID string `json:"approval_id"`
+				}{r.Approval.ApprovalID}
+			}
+			l.pendingIDs[r.ReceiptID] = struct{}{}
+			rtip = chainTip{seq: r.Seq, hash: sl.hash}
+		case opAudit:
+			a := o.audit
+			a.Seq = atip.seq + 1
+			a.PrevHash = prevHash(atip)
+			unsigned, err := json.Marshal(a)
+			var sl sealed
+			if err == nil {
+				sl, err = s.seal(unsigned)
+			}
+			if err != nil {
+				st[i].err = fmt.Errorf("%w: %w", ErrInvalidRecord, err)
+				continue
+			}
+			a.Hash, a.Signature, a.KeyID = sl.hash, sl.sig, s.kid
+			off := appendLine(buf, lineAudit, sl.raw)
+			st[i].loc = loc{off: start + int64(off), n: len(sl.raw)}
+			st[i].meta = recordMeta{Seq: a.Seq, Time: a.Time, Principal: a.Principal, ActionID: a.ActionID, Decision: a.Decision}
+			atip = chainTip{seq: a.Seq, hash: sl.hash}
+		}
+	}
+	if err := l.persist(buf.Bytes(), start); err != nil {
+		for i := range st {
+			if st[i].err == nil {
+				st[i].err = err
+			}
+		}
+	} else {
+		l.size = start + int64(buf.Len())
+		l.rtip, l.atip = rtip, atip
+		h, herr := l.signHead()
+		l.mu.Lock()
+		l.committed = l.size
+		if herr == nil {
+			l.head = h
+		}
+		for i := range st {
+			if st[i].err != nil {
+				continue
+			}
+			switch st[i].o.kind {
+			case opReceipt:
+				l.byID[st[i].meta.ReceiptID] = st[i].loc
+				if a := st[i].meta.Approval; a != nil && a.ApprovalID != "" {
+					l.byApproval[a.ApprovalID] = st[i].meta.ReceiptID
+				}
+			case opAudit:
+				l.audit = append(l.audit, newAuditEntry(st[i].loc, &st[i].meta))
+			}
+		}
+		l.mu.Unlock()
+		if herr == nil {
+			l.lastHead.Store(&h)
+			select {
+			case l.headWriterCh <- struct{}{}:
+			default:
+			}
+		} else {
+			l.log.Error().Err(herr).Msg("sign ledger head")
+		}
+	}
+	for i := range st {
+		st[i].o.done <- st[i].err
+	}
+}
+
+func prevHash(t chainTip) *string {
+	if t.seq == 0 {
+		return nil
+	}
+	h := t.hash
+	return &h
+}
+
+func (l *Ledger) hasReceipt(id string) bool {
+	if _, ok := l.pendingIDs[id]; ok {
+		return true
+	}
+	l.mu.RLock()
+	_, ok := l.byID[id]
+	l.mu.RUnlock()
+	return ok
+}
+
+// persist writes data at the end of the file, syncs the store, then fsyncs.
+// On failure it truncates back to start so nothing unacknowledged stays;
+// if that fails too the ledger stops accepting writes until reopened.
+func (l *Ledger) persist(data []byte, start int64) error {
+	if len(data) == 0 {
+		return nil
+	}
+	_, err := l.file.Write(data)
+	if err != nil {
+		err = fmt.Errorf("write: %w", err)
+	} else if err = l.syncer.Sync(); err != nil {
+		err = fmt.Errorf("store sync: %w", err)
+	} else if err = l.file.Sync(); err != nil {
+		err = fmt.Errorf("fsync: %w", err)
+	}
+	if err == nil {
+		return nil
+	}
+	l.log.Error().Err(err).Msg("ledger group commit failed; rolling back")
+	if terr := l.file.Truncate(start); terr != nil {
+		l.failed = fmt.Errorf("%w (rollback truncate: %w)", err, terr)
+		l.broken.Store(true)
+	} else if serr := l.file.Sync(); serr != nil {
+		l.failed = fmt.Errorf("%w (rollback fsync: %w)", err, serr)
+		l.broken.Store(true)
+	}
+	if l.failed != nil {
+		l.log.Error().Err(l.failed).Msg("ledger unusable until reopened")
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// signHead signs the current chain ends. Only the writer goroutine (or
+// Open while no write is in flight) calls it: it reads the writer's tips.
+func (l *Ledger) signHead() (Head, error) {
+	return l.signer.Load().signHead(Head{
+		Seq: l.rtip.seq, Hash: l.rtip.hash,
+		AuditSeq: l.atip.seq, AuditHash: l.atip.hash,
+		GateID: l.cfg.GateID, SignedAt: FormatTime(l.clock.Now()),
+	})
+}
+
+// headWriter persists the newest signed head after commits, coalescing.
+// The head is written only after the records it names were fsynced, so it
+// never claims more than is durable; it may lag by the last few groups.
+func (l *Ledger) headWriter() {
+	defer close(l.headDone)
+	for {
+		select {
+		case <-l.headWriterCh:
+		case <-l.headStop:
+			if err := l.flushHead(); err != nil {
+				l.log.Error().Err(err).Msg("persist ledger head")
+			}
+			return
+		}
+		if err := l.flushHead(); err != nil {
+			l.log.Error().Err(err).Msg("persist ledger head")
+		}
+	}
+}
+
+// flushHead writes the newest signed head unless it is already on disk.
+// Heads are stored in lastHead in commit order, so the file only moves
+// forward.
+func (l *Ledger) flushHead() error {
+	l.headMu.Lock()
+	defer l.headMu.Unlock()
+	h := l.lastHead.Load()
+	if h == nil || h == l.headWritten {
+		return nil
+	}
+	if err := l.writeHead(*h); err != nil {
+		return err
+	}
+	l.headWritten = h
+	return nil
+}
+
+func (l *Ledger) writeHead(h Head) error {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(l.fs, filepath.Join(l.cfg.Dir, headFileName), b)
+}
+
+// Close stops accepting writes, waits for queued ones, persists the head
+// and closes the file. It is idempotent.
+func (l *Ledger) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	l.senders.Wait()
+	close(l.quit)
+	<-l.writerDone
+	close(l.headStop)
+	<-l.headDone
+	return l.file.Close()
+}
+
+// readLocked reads a record's bytes. l.mu must be held (read).
+func (l *Ledger) readLocked(lc loc) (json.RawMessage, error) {
+	b := make([]byte, lc.n)
+	if _, err := l.file.ReadAt(b, lc.off); err != nil {
+		return nil, fmt.Errorf("%w: read: %w", ErrUnavailable, err)
+	}
+	return b, nil
+}
+
+// Get returns the receipt exactly as stored (ErrNotFound).
+func (l *Ledger) Get(id string) (json.RawMessage, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return nil, ErrClosed
+	}
+	lc, ok := l.byID[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return l.readLocked(lc)
+}
+
+// GetReceipt returns the receipt decoded (ErrNotFound).
+func (l *Ledger) GetReceipt(id string) (*Receipt, error) {
+	raw, err := l.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	var r Receipt
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("%w: decode receipt %s: %w", ErrUnavailable, id, err)
+	}
+	return &r, nil
+}
+
+// FindByApproval returns the receipt written for an approval (ErrNotFound);
+// used to resolve claims whose gate crashed.
+func (l *Ledger) FindByApproval(approvalID string) (*Receipt, error) {
+	l.mu.RLock()
+	id, ok := l.byApproval[approvalID]
+	l.mu.RUnlock()
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return l.GetReceipt(id)
+}
+
+// AuditQuery filters audit records. Empty strings and zero times match
+// everything; After and Before are exclusive bounds on the record time.
+type AuditQuery struct {
+	Principal string
+	ActionID  string
+	Decision  string
+	After     time.Time
+	Before    time.Time
+	// Limit is the most records returned. Default (0): 50; at most 500.
+	Limit int
+}
+
+// QueryAudit returns matching audit records as stored, newest first.
+func (l *Ledger) QueryAudit(q AuditQuery) ([]json.RawMessage, error) {
+	limit := q.Limit
+	if limit <= 0 {
+		limit = DefaultAuditLimit
+	}
+	limit = min(limit, MaxAuditLimit)
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
+		return nil, ErrClosed
+	}
+	out := []json.RawMessage{}
+	for i := len(l.audit) - 1; i >= 0 && len(out) < limit; i-- {
+		e := &l.audit[i]
+		if (q.Principal != "" && e.principal != q.Principal) ||
+			(q.ActionID != "" && e.actionID != q.ActionID) ||
+			(q.Decision != "" && e.decision != q.Decision) ||
+			(!q.After.IsZero() && e.ms <= q.After.UnixMilli()) ||
+			(!q.Before.IsZero() && e.ms >= q.Before.UnixMilli()) {
+			continue
+		}
+		raw, err := l.readLocked(e.loc)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, raw)
+	}
+	return out, nil
+}
+
+// Verify re-reads the committed ledger and checks every hash, signature
+// and link of both chains and the chain ends against the signed head.
+func (l *Ledger) Verify() VerifyResult {
+	l.mu.RLock()
+	if l.closed {
+		l.mu.RUnlock()
+		return VerifyResult{FirstBreak: &Break{Chain: ChainFile, Reason: ErrClosed.Error()}}
+	}
+	size := l.committed
+	head := l.head
+	l.mu.RUnlock()
+	// A separate handle: a long scan must not hold mu against the writer
+	// nor race with Close.
+	f, err := l.fs.OpenFile(filepath.Join(l.cfg.Dir, ledgerFileName), os.O_RDONLY, 0)
+	if err != nil {
+		return VerifyResult{FirstBreak: &Break{Chain: ChainFile, Reason: err.Error()}, Head: head}
+	}
+	defer f.Close()
+	res, err := verifyLedger(io.NewSectionReader(f, 0, size), *l.keys.Load(), &head)
+	if err != nil {
+		res.Intact = false
+		res.FirstBreak = &Break{Chain: ChainFile, Reason: err.Error()}
+	}
+	return res
+}
+
+// KeySet returns the JWKS of every receipt signing key, old ones included.
+func (l *Ledger) KeySet() []byte { return marshalKeySet(*l.keys.Load()) }
+
+// Keys returns the public keys by key id.
+func (l *Ledger) Keys() map[string]ed25519.PublicKey {
+	m := *l.keys.Load()
+	out := make(map[string]ed25519.PublicKey, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// KeyID returns the id of the current signing key.
+func (l *Ledger) KeyID() string { return l.signer.Load().kid }
+
+// Rotate creates a new signing key; old public keys stay in the key set so
+// earlier receipts keep verifying.
+func (l *Ledger) Rotate() error {
+	l.keyMu.Lock()
+	defer l.keyMu.Unlock()
+	pubs := l.Keys()
+	s, err := newKey(l.fs, filepath.Join(l.cfg.Dir, keysDirName), pubs, l.rnd)
+	if err != nil {
+		return err
+	}
+	l.keys.Store(&pubs)
+	l.signer.Store(s)
+	l.log.Info().Str("key_id", s.kid).Msg("receipt signing key rotated")
+	return nil
+}
+
+// SignatureStatus verifies a stored receipt with the ledger's keys.
+func (l *Ledger) SignatureStatus(raw json.RawMessage) string {
+	return VerifyReceipt(raw, *l.keys.Load())
+}
+
+// WithSignatureStatus returns raw (a stored receipt) with
+// "signature_status" appended, for serving.
+func WithSignatureStatus(raw json.RawMessage, status string) json.RawMessage {
+	out := make([]byte, 0, len(raw)+40)
+	out = append(out, bytes.TrimRight(raw, "} \n")...)
+	out = append(out, `,"signature_status":"`...)
+	out = append(out, status...)
+	return append(out, `"}`...)
+}
+
+// Head returns the newest signed head.
+func (l *Ledger) Head() Head {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.head
+}
+
+// Healthy reports whether the ledger accepts writes: it is open and no
+// failed write left its file in an unknown state.
+func (l *Ledger) Healthy() bool {
+	l.mu.RLock()
+	closed := l.closed
+	l.mu.RUnlock()
+	return !closed && !l.broken.Load()
+}
+
+// Stats returns the number of receipts and audit records.
+func (l *Ledger) Stats() (receipts, audit int) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return len(l.byID), len(l.audit)
+}
+
+// newUUIDv7 builds a UUIDv7 from the injected clock's time.
+func newUUIDv7(t time.Time, rnd func([]byte) error) (string, error) {
+	var b [16]byte
+	if err := rnd(b[6:]); err != nil {
+		return "", fmt.Errorf("receipts: uuid: %w", err)
+	}
+	ms := uint64(t.UnixMilli())
+	for i := range 6 {
+		b[i] = byte(ms >> (40 - 8*i))
+	}
+	b[6] = 0x70 | b[6]&0x0f
+	b[8] = 0x80 | b[8]&0x3f
+	h := hex.EncodeToString(b[:])
+	return strings.Join([]string{h[0:8], h[8:12], h[12:16], h[16:20], h[20:32]}, "-"), nil
+}

@@ -1,0 +1,1028 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/latchgate/latchgate/clock"
+)
+
+// EmbeddedConfig configures the embedded backend.
+type EmbeddedConfig struct {
+	// Dir holds the journal ("store.journal") and its lock file. Required;
+	// created with mode 0700 if missing.
+	Dir string
+	// SyncInterval is how often the journal is fsynced in the background
+	// (Sync and Close also fsync). Default 50ms.
+	SyncInterval time.Duration
+	// SweepInterval is how often expired replay entries, grant markers,
+	// buckets, idempotency records, sessions and approvals are dropped
+	// from memory. Default 1m.
+	SweepInterval time.Duration
+	// CompactBytes: once the journal grows past this many bytes it is
+	// rewritten as a snapshot of live records. Default 64 MiB.
+	CompactBytes int64
+}
+
+func (c EmbeddedConfig) withDefaults() EmbeddedConfig {
+	if c.SyncInterval == 0 {
+		c.SyncInterval = 50 * time.Millisecond
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = time.Minute
+	}
+	if c.CompactBytes == 0 {
+		c.CompactBytes = 64 << 20
+	}
+	return c
+}
+
+// Validate reports the first invalid field.
+func (c EmbeddedConfig) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("store: embedded dir is required (a directory path)")
+	case c.SyncInterval <= 0:
+		return errors.New("store: embedded sync_interval must be a positive duration such as \"50ms\"")
+	case c.SweepInterval <= 0:
+		return errors.New("store: embedded sweep_interval must be a positive duration such as \"1m\"")
+	case c.CompactBytes < 4096:
+		return errors.New("store: embedded compact_bytes must be at least 4096")
+	}
+	return nil
+}
+
+const (
+	journalName = "store.journal"
+	lockName    = "store.lock"
+)
+
+// jop is one journal entry; a journal line is a JSON array of jops that
+// apply together (a torn line applies none of them). Every entry carries
+// absolute values, so applying a line twice is harmless.
+type jop struct {
+	T string      `json:"t"` // see apply
+	K string      `json:"k,omitempty"`
+	N int64       `json:"n,omitempty"`
+	E time.Time   `json:"e,omitzero"`
+	S *Session    `json:"s,omitempty"`
+	I *IdemRecord `json:"i,omitempty"`
+	A *Approval   `json:"a,omitempty"`
+}
+
+const (
+	opSession   = "s"  // S: put session
+	opReplay    = "r"  // K: replay key, E: expiry
+	opGlobal    = "ge" // N: global epoch
+	opPrincipal = "pe" // K: principal, N: epoch
+	opGrant     = "g"  // K: grant id, E: expiry
+	opBucket    = "b"  // K: bucket, N: value, E: expiry
+	opIdem      = "i"  // K: key, I: record, E: expiry
+	opIdemDel   = "id" // K: key
+	opApproval  = "a"  // A: approval
+)
+
+type expiring struct {
+	n   int64
+	exp time.Time
+}
+
+type idemEntry struct {
+	rec *IdemRecord
+	exp time.Time
+}
+
+// Embedded is the single-process backend: state in memory, every mutation
+// appended to a journal with write(2) before it becomes visible (so kill -9
+// loses nothing acknowledged), fsynced by Sync, every SyncInterval and on
+// Close.
+type Embedded struct {
+	cfg   EmbeddedConfig
+	clock clock.Clock
+	log   zerolog.Logger
+	path  string
+	lockf *os.File
+	stop  chan struct{}
+	wg    sync.WaitGroup
+
+	// syncMu serializes fsync and compaction. Lock order: syncMu, then mu.
+	syncMu sync.Mutex
+
+	// mu guards every field below. No fsync happens while it is held.
+	mu         sync.Mutex
+	f          *os.File // journal, opened O_APPEND
+	size       int64    // bytes in the journal
+	dirty      bool     // written since the last fsync
+	broken     error    // a journal write failed: refuse further mutations
+	closed     bool
+	compacting bool   // a compaction is copying a snapshot
+	tail       []byte // lines written while compacting, re-applied to the new journal
+
+	sessions        map[string]*Session
+	byPrincipal     map[string]map[string]struct{} // principal → session ids
+	replay          map[string]time.Time
+	globalEpoch     int64
+	principalEpochs map[string]int64
+	grants          map[string]time.Time
+	buckets         map[string]expiring
+	idem            map[string]idemEntry
+	approvals       map[string]*Approval
+}
+
+// OpenEmbedded opens (or creates) the store in cfg.Dir, replays and compacts
+// its journal and starts the background sync and sweep loops. Only one
+// process may hold a directory open.
+func OpenEmbedded(cfg EmbeddedConfig, deps Deps) (*Embedded, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := deps.validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: state dir: %w", err)
+	}
+	lockf, err := os.OpenFile(filepath.Join(cfg.Dir, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: lock file: %w", err)
+	}
+	if err := unix.Flock(int(lockf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lockf.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("store: state dir %s is in use by another latchgate process", cfg.Dir)
+		}
+		return nil, fmt.Errorf("store: lock %s: %w", cfg.Dir, err)
+	}
+	e := &Embedded{
+		cfg:             cfg,
+		clock:           deps.Clock,
+		log:             deps.Logger.With().Str("component", "store").Logger(),
+		path:            filepath.Join(cfg.Dir, journalName),
+		lockf:           lockf,
+		stop:            make(chan struct{}),
+		sessions:        map[string]*Session{},
+		byPrincipal:     map[string]map[string]struct{}{},
+		replay:          map[string]time.Time{},
+		principalEpochs: map[string]int64{},
+		grants:          map[string]time.Time{},
+		buckets:         map[string]expiring{},
+		idem:            map[string]idemEntry{},
+		approvals:       map[string]*Approval{},
+	}
+	if err := e.load(); err != nil {
+		lockf.Close()
+		return nil, err
+	}
+	e.mu.Lock()
+	e.sweepLocked(e.clock.Now())
+	snap := e.snapshotLocked()
+	e.mu.Unlock()
+	f, err := e.writeSnapshot(snap, nil)
+	if err != nil {
+		lockf.Close()
+		return nil, err
+	}
+	e.f = f
+	e.size = int64(len(snap))
+	e.wg.Add(1)
+	go e.loop()
+	return e, nil
+}
+
+// load replays the journal into memory. A torn or corrupt last line is
+// ignored; corruption before the last line fails the open.
+func (e *Embedded) load() error {
+	f, err := os.Open(e.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("store: open journal: %w", err)
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 1<<16)
+	var lineNo int
+	var pendingErr error
+	for {
+		line, err := r.ReadBytes('\n')
+		if len(line) > 0 {
+			lineNo++
+			if pendingErr != nil {
+				return pendingErr
+			}
+			var ops []jop
+			if !bytes.HasSuffix(line, []byte{'\n'}) {
+				e.log.Warn().Int("line", lineNo).Msg("store: ignoring torn last journal line")
+			} else if jerr := json.Unmarshal(line, &ops); jerr != nil {
+				pendingErr = fmt.Errorf("store: journal %s line %d is corrupt: %v", e.path, lineNo, jerr)
+			} else {
+				for i := range ops {
+					e.apply(&ops[i])
+				}
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("store: read journal: %w", err)
+		}
+	}
+	if pendingErr != nil {
+		e.log.Warn().Err(pendingErr).Msg("store: ignoring corrupt last journal line")
+	}
+	return nil
+}
+
+// apply changes memory; callers hold mu (or own e exclusively).
+func (e *Embedded) apply(o *jop) {
+	switch o.T {
+	case opSession:
+		e.sessions[o.S.ID] = o.S
+		ids := e.byPrincipal[o.S.Principal]
+		if ids == nil {
+			ids = map[string]struct{}{}
+			e.byPrincipal[o.S.Principal] = ids
+		}
+		ids[o.S.ID] = struct{}{}
+	case opReplay:
+		e.replay[o.K] = o.E
+	case opGlobal:
+		e.globalEpoch = max(e.globalEpoch, o.N)
+	case opPrincipal:
+		e.principalEpochs[o.K] = max(e.principalEpochs[o.K], o.N)
+	case opGrant:
+		e.grants[o.K] = o.E
+	case opBucket:
+		e.buckets[o.K] = expiring{n: o.N, exp: o.E}
+	case opIdem:
+		e.idem[o.K] = idemEntry{rec: o.I, exp: o.E}
+	case opIdemDel:
+		delete(e.idem, o.K)
+	case opApproval:
+		e.approvals[o.A.ID] = o.A
+	default:
+		e.log.Warn().Str("op", o.T).Msg("store: unknown journal op ignored")
+	}
+}
+
+// commitLocked writes ops as one journal line, then applies them. Nothing
+// becomes visible unless the write succeeded.
+func (e *Embedded) commitLocked(ops ...jop) error {
+	if e.closed {
+		return fmt.Errorf("%w: store closed", ErrUnavailable)
+	}
+	if e.broken != nil {
+		return fmt.Errorf("%w: journal: %v", ErrUnavailable, e.broken)
+	}
+	line, err := json.Marshal(ops)
+	if err != nil {
+		return fmt.Errorf("store: encode journal line: %w", err)
+	}
+	line = append(line, '\n')
+	if _, err := e.f.Write(line); err != nil {
+		e.broken = err
+		e.log.Error().Err(err).Msg("store: journal write failed; refusing further mutations")
+		return fmt.Errorf("%w: journal write: %v", ErrUnavailable, err)
+	}
+	e.size += int64(len(line))
+	e.dirty = true
+	if e.compacting {
+		e.tail = append(e.tail, line...)
+	}
+	for i := range ops {
+		e.apply(&ops[i])
+	}
+	return nil
+}
+
+// begin locks mu after checking ctx; callers defer e.mu.Unlock().
+func (e *Embedded) begin(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return fmt.Errorf("%w: store closed", ErrUnavailable)
+	}
+	return nil
+}
+
+// Ping reports whether the store accepts mutations.
+func (e *Embedded) Ping(ctx context.Context) error {
+	if err := e.begin(ctx); err != nil {
+		return err
+	}
+	defer e.mu.Unlock()
+	if e.broken != nil {
+		return fmt.Errorf("%w: journal: %v", ErrUnavailable, e.broken)
+	}
+	return nil
+}
+
+func (e *Embedded) liveCountLocked(principal string, now time.Time) int64 {
+	var n int64
+	for id := range e.byPrincipal[principal] {
+		s := e.sessions[id]
+		if s != nil && s.LeaseExpiresAt.After(now) && !e.revokedLocked(s) {
+			n++
+		}
+	}
+	return n
+}
+
+func (e *Embedded) revokedLocked(s *Session) bool {
+	return sessionRevoked(s, e.principalEpochs[s.Principal], e.globalEpoch)
+}
+
+// CreateSession implements Store.
+func (e *Embedded) CreateSession(ctx context.Context, s *Session, limits PrincipalLimits) (*Session, error) {
+	if err := checkSession(s); err != nil {
+		return nil, err
+	}
+	if err := e.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	if _, ok := e.sessions[s.ID]; ok {
+		return nil, fmt.Errorf("%w: session id exists", ErrConflict)
+	}
+	if limits.MaxLiveSessions > 0 && e.liveCountLocked(s.Principal, e.clock.Now()) >= limits.MaxLiveSessions {
+		return nil, ErrSessionLimit
+	}
+	n := cloneSession(s)
+	n.PrincipalEpoch = e.principalEpochs[s.Principal]
+	n.GlobalEpoch = e.globalEpoch
+	n.Revoked, n.CallsUsed, n.CostUsedCents = false, 0, 0
+	if err := e.commitLocked(jop{T: opSession, S: n}); err != nil {
+		return nil, err
+	}
+	return cloneSession(n), nil
+}
+
+// GetSession implements Store.
+func (e *Embedded) GetSession(ctx context.Context, id string) (*Session, error) {
+	if err := e.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	s, ok := e.sessions[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	c := cloneSession(s)
+	c.Revoked = e.revokedLocked(s)
+	return c, nil
+}
+
+// RenewSession implements Store.
+func (e *Embedded) RenewSession(ctx context.Context, id string, scopes []string, leaseExpiresAt, now time.Time) (*Session, error) {
+	if err := e.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	s, ok := e.sessions[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	if e.revokedLocked(s) {
+		return nil, ErrRevoked
+	}
+	n := cloneSession(s)
+	n.Scopes = slices.Clone(scopes)
+	n.LeaseExpiresAt = leaseExpiresAt
+	if err := e.commitLocked(jop{T: opSession, S: n}); err != nil {
+		return nil, err
+	}
+	return cloneSession(n), nil
+}
+
+// Authenticate implements Store.
+func (e *Embedded) Authenticate(ctx context.Context, req AuthRequest) (*Session, error) {
+	if err := e.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	s, ok := e.sessions[req.SessionID]
+	if !ok || s.JKT != req.JKT {
+		return nil, ErrNotFound
+	}
+	if e.revokedLocked(s) {
+		return nil, ErrRevoked
+	}
+	k := hashKey(req.JKT, req.JTI)
+	if exp, ok := e.replay[k]; ok && exp.After(req.Now) {
+		return nil, ErrReplay
+	}
+	if err := e.commitLocked(jop{T: opReplay, K: k, E: req.ReplayExpiresAt}); err != nil {
+		return nil, err
+	}
+	return cloneSession(s), nil
+}
+
+// Revoke implements Store. Revoking an unknown session is ErrNotFound.
+func (e *Embedded) Revoke(ctx context.Context, req RevokeRequest, now time.Time) (int, error) {
+	if err := checkRevoke(req); err != nil {
+		return 0, err
+	}
+	if err := e.begin(ctx); err != nil {
+		return 0, err
+	}
+	defer e.mu.Unlock()
+	live := func(s *Session) bool { return s.LeaseExpiresAt.After(now) && !e.revokedLocked(s) }
+	switch {
+	case req.SessionID != "":
+		s, ok := e.sessions[req.SessionID]
+		if !ok {
+			return 0, ErrNotFound
+		}
+		n := 0
+		if live(s) {
+			n = 1
+		}
+		c := cloneSession(s)
+		c.Revoked = true
+		return n, e.commitLocked(jop{T: opSession, S: c})
+	case req.Principal != "":
+		n := 0
+		for id := range e.byPrincipal[req.Principal] {
+			if live(e.sessions[id]) {
+				n++
+			}
+		}
+		return n, e.commitLocked(jop{T: opPrincipal, K: req.Principal, N: e.principalEpochs[req.Principal] + 1})
+	default:
+		n := 0
+		for _, s := range e.sessions {
+			if live(s) {
+				n++
+			}
+		}
+		return n, e.commitLocked(jop{T: opGlobal, N: e.globalEpoch + 1})
+	}
+}
+
+func (e *Embedded) bucketLocked(k string, now time.Time) int64 {
+	b, ok := e.buckets[k]
+	if !ok || !b.exp.After(now) {
+		return 0
+	}
+	return b.n
+}
+
+func hourKey(principal string, t time.Time) string {
+	return "h\x00" + principal + "\x00" + hourBucket(t)
+}
+
+func dayKey(principal string, t time.Time) string {
+	return "d\x00" + principal + "\x00" + dayBucket(t)
+}
+
+// Grant implements Store.
+func (e *Embedded) Grant(ctx context.Context, req GrantRequest) (*Grant, error) {
+	if err := checkGrant(req); err != nil {
+		return nil, err
+	}
+	if err := e.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	s, ok := e.sessions[req.SessionID]
+	if !ok || s.Principal != req.Principal {
+		return nil, ErrNotFound
+	}
+	if e.revokedLocked(s) {
+		return nil, ErrRevoked
+	}
+	if exp, ok := e.grants[req.GrantID]; ok && exp.After(req.Now) {
+		return nil, ErrGrantConsumed
+	}
+	if s.MaxCalls != nil && s.CallsUsed+req.Calls > *s.MaxCalls {
+		return nil, fmt.Errorf("%w: session calls", ErrBudgetExhausted)
+	}
+	if s.MaxCostCents != nil && s.CostUsedCents+req.CostCents > *s.MaxCostCents {
+		return nil, fmt.Errorf("%w: session cost", ErrBudgetExhausted)
+	}
+	hk, dk := hourKey(req.Principal, req.Now), dayKey(req.Principal, req.Now)
+	h, d := e.bucketLocked(hk, req.Now), e.bucketLocked(dk, req.Now)
+	if req.Limits.MaxCallsPerHour > 0 && h+req.Calls > req.Limits.MaxCallsPerHour {
+		return nil, fmt.Errorf("%w: principal calls per hour", ErrBudgetExhausted)
+	}
+	if req.Limits.MaxCostCentsPerDay > 0 && d+req.CostCents > req.Limits.MaxCostCentsPerDay {
+		return nil, fmt.Errorf("%w: principal cost per day", ErrBudgetExhausted)
+	}
+	n := cloneSession(s)
+	n.CallsUsed += req.Calls
+	n.CostUsedCents += req.CostCents
+	err := e.commitLocked(
+		jop{T: opSession, S: n},
+		jop{T: opBucket, K: hk, N: h + req.Calls, E: req.Now.Add(hourBucketTTL)},
+		jop{T: opBucket, K: dk, N: d + req.CostCents, E: req.Now.Add(dayBucketTTL)},
+		jop{T: opGrant, K: req.GrantID, E: req.Now.Add(grantTTL(req.TTL))},
+	)
+	if err != nil {
+		return nil, err
+	}
+	return &Grant{GrantID: req.GrantID, SessionID: req.SessionID, Principal: req.Principal,
+		Calls: req.Calls, CostCents: req.CostCents, At: req.Now}, nil
+}
+
+// Refund implements Store.
+func (e *Embedded) Refund(ctx context.Context, g *Grant) error {
+	if err := e.begin(ctx); err != nil {
+		return err
+	}
+	defer e.mu.Unlock()
+	var ops []jop
+	if s, ok := e.sessions[g.SessionID]; ok {
+		n := cloneSession(s)
+		n.CallsUsed = max(n.CallsUsed-g.Calls, 0)
+		n.CostUsedCents = max(n.CostUsedCents-g.CostCents, 0)
+		ops = append(ops, jop{T: opSession, S: n})
+	}
+	for _, b := range []struct {
+		k string
+		v int64
+	}{{hourKey(g.Principal, g.At), g.Calls}, {dayKey(g.Principal, g.At), g.CostCents}} {
+		if cur, ok := e.buckets[b.k]; ok {
+			ops = append(ops, jop{T: opBucket, K: b.k, N: max(cur.n-b.v, 0), E: cur.exp})
+		}
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	return e.commitLocked(ops...)
+}
+
+func idemKey(principal, key string) string { return hashKey(principal, key) }
+
+// BeginIdempotent implements Store.
+func (e *Embedded) BeginIdempotent(ctx context.Context, rec *IdemRecord, ttl time.Duration) (*IdemRecord, error) {
+	if err := e.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	now := e.clock.Now()
+	k := idemKey(rec.Principal, rec.Key)
+	if cur, ok := e.idem[k]; ok && cur.exp.After(now) {
+		return cloneIdem(cur.rec), nil
+	}
+	n := cloneIdem(rec)
+	n.State = IdemRunning
+	if n.CreatedAt.IsZero() {
+		n.CreatedAt = now
+	}
+	return nil, e.commitLocked(jop{T: opIdem, K: k, I: n, E: now.Add(ttl)})
+}
+
+func (e *Embedded) idemLocked(principal, key string) (string, idemEntry, error) {
+	k := idemKey(principal, key)
+	cur, ok := e.idem[k]
+	if !ok || !cur.exp.After(e.clock.Now()) {
+		return k, idemEntry{}, ErrNotFound
+	}
+	return k, cur, nil
+}
+
+// SetIdempotentGrant implements Store.
+func (e *Embedded) SetIdempotentGrant(ctx context.Context, principal, key, grantID string) error {
+	if err := e.begin(ctx); err != nil {
+		return err
+	}
+	defer e.mu.Unlock()
+	k, cur, err := e.idemLocked(principal, key)
+	if err != nil {
+		return err
+	}
+	n, err := idemGrantNext(cur.rec, grantID)
+	if err != nil {
+		return err
+	}
+	return e.commitLocked(jop{T: opIdem, K: k, I: n, E: cur.exp})
+}
+
+// FinishIdempotent implements Store.
+func (e *Embedded) FinishIdempotent(ctx context.Context, principal, key string, status int, body json.RawMessage, ttl time.Duration) error {
+	if err := e.begin(ctx); err != nil {
+		return err
+	}
+	defer e.mu.Unlock()
+	k, cur, err := e.idemLocked(principal, key)
+	if err != nil {
+		return err
+	}
+	n, err := idemFinishNext(cur.rec, status, body)
+	if err != nil {
+		return err
+	}
+	return e.commitLocked(jop{T: opIdem, K: k, I: n, E: e.clock.Now().Add(ttl)})
+}
+
+// AbortIdempotent implements Store. A missing record is not an error; a
+// done record is never deleted (ErrConflict).
+func (e *Embedded) AbortIdempotent(ctx context.Context, principal, key string) error {
+	if err := e.begin(ctx); err != nil {
+		return err
+	}
+	defer e.mu.Unlock()
+	k, cur, err := e.idemLocked(principal, key)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if cur.rec.State != IdemRunning {
+		return ErrConflict
+	}
+	return e.commitLocked(jop{T: opIdemDel, K: k})
+}
+
+// CreateApproval implements Store.
+func (e *Embedded) CreateApproval(ctx context.Context, a *Approval, maxPending int) (*Approval, bool, error) {
+	if a == nil || a.ID == "" || a.SessionID == "" {
+		return nil, false, errors.New("store: approval needs id and session id")
+	}
+	if err := e.begin(ctx); err != nil {
+		return nil, false, err
+	}
+	defer e.mu.Unlock()
+	now := e.clock.Now()
+	if _, ok := e.approvals[a.ID]; ok {
+		return nil, false, fmt.Errorf("%w: approval id exists", ErrConflict)
+	}
+	pending := 0
+	for _, p := range e.approvals {
+		if p.SessionID != a.SessionID || p.State != ApprovalPending || !now.Before(p.ExpiresAt) {
+			continue
+		}
+		if p.ActionID == a.ActionID && p.RequestHash == a.RequestHash {
+			return approvalView(p, now), false, nil
+		}
+		pending++
+	}
+	if maxPending > 0 && pending >= maxPending {
+		return nil, false, ErrTooManyPending
+	}
+	n := cloneApproval(a)
+	n.State = ApprovalPending
+	n.Claim = nil
+	if n.CreatedAt.IsZero() {
+		n.CreatedAt = now
+	}
+	if err := e.commitLocked(jop{T: opApproval, A: n}); err != nil {
+		return nil, false, err
+	}
+	return cloneApproval(n), true, nil
+}
+
+// GetApproval implements Store.
+func (e *Embedded) GetApproval(ctx context.Context, id string) (*Approval, error) {
+	if err := e.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	a, ok := e.approvals[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return approvalView(a, e.clock.Now()), nil
+}
+
+// ListApprovals implements Store (limit ≤ 0 means no limit).
+func (e *Embedded) ListApprovals(ctx context.Context, state ApprovalState, limit int) ([]*Approval, error) {
+	if err := e.begin(ctx); err != nil {
+		return nil, err
+	}
+	now := e.clock.Now()
+	var out []*Approval
+	for _, a := range e.approvals {
+		v := approvalView(a, now)
+		if state == "" || v.State == state {
+			out = append(out, v)
+		}
+	}
+	e.mu.Unlock()
+	sortApprovals(out)
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+func sortApprovals(as []*Approval) {
+	slices.SortFunc(as, func(a, b *Approval) int {
+		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.ID, a.ID)
+	})
+}
+
+// updateApproval applies next to the stored approval under mu.
+func (e *Embedded) updateApproval(ctx context.Context, id string, next func(a *Approval) (*Approval, error)) (*Approval, error) {
+	if err := e.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	a, ok := e.approvals[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	n, err := next(a)
+	if err != nil {
+		return nil, err
+	}
+	if n == nil {
+		return approvalView(a, e.clock.Now()), nil
+	}
+	if err := e.commitLocked(jop{T: opApproval, A: n}); err != nil {
+		return nil, err
+	}
+	return cloneApproval(n), nil
+}
+
+// ClaimApproval implements Store.
+func (e *Embedded) ClaimApproval(ctx context.Context, id string, claim Claim, now time.Time) (*Approval, error) {
+	return e.updateApproval(ctx, id, func(a *Approval) (*Approval, error) { return claimNext(a, claim, now) })
+}
+
+// DecideApproval implements Store.
+func (e *Embedded) DecideApproval(ctx context.Context, id string, state ApprovalState, by, reason string, now time.Time) (*Approval, error) {
+	if err := checkDecideState(state); err != nil {
+		return nil, err
+	}
+	return e.updateApproval(ctx, id, func(a *Approval) (*Approval, error) {
+		return decideNext(a, state, by, reason, now)
+	})
+}
+
+// FinishApproval implements Store.
+func (e *Embedded) FinishApproval(ctx context.Context, f ApprovalFinish) (*Approval, error) {
+	if err := checkFinishState(f.State); err != nil {
+		return nil, err
+	}
+	return e.updateApproval(ctx, f.ID, func(a *Approval) (*Approval, error) { return finishNext(a, f) })
+}
+
+// Sync fsyncs the journal if anything was written since the last fsync.
+func (e *Embedded) Sync() error {
+	e.syncMu.Lock()
+	defer e.syncMu.Unlock()
+	return e.syncHoldingSyncMu()
+}
+
+func (e *Embedded) syncHoldingSyncMu() error {
+	e.mu.Lock()
+	f, dirty, broken := e.f, e.dirty, e.broken
+	e.dirty = false
+	e.mu.Unlock()
+	if broken != nil {
+		return fmt.Errorf("%w: journal: %v", ErrUnavailable, broken)
+	}
+	if !dirty || f == nil {
+		return nil
+	}
+	if err := f.Sync(); err != nil {
+		e.mu.Lock()
+		e.dirty = true
+		if e.broken == nil {
+			e.broken = err
+		}
+		e.mu.Unlock()
+		e.log.Error().Err(err).Msg("store: journal fsync failed; refusing further mutations")
+		return fmt.Errorf("%w: journal fsync: %v", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Close stops the background loops, fsyncs and closes the journal and
+// releases the directory lock. It is idempotent.
+func (e *Embedded) Close() error {
+	e.syncMu.Lock()
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		e.syncMu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.mu.Unlock()
+	close(e.stop)
+	e.syncMu.Unlock()
+	e.wg.Wait()
+
+	e.syncMu.Lock()
+	defer e.syncMu.Unlock()
+	err := e.syncHoldingSyncMu()
+	if cerr := e.f.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	e.lockf.Close()
+	return err
+}
+
+func (e *Embedded) loop() {
+	defer e.wg.Done()
+	syncT := time.NewTicker(e.cfg.SyncInterval)
+	defer syncT.Stop()
+	sweepT := time.NewTicker(e.cfg.SweepInterval)
+	defer sweepT.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-syncT.C:
+			if err := e.Sync(); err != nil {
+				e.log.Error().Err(err).Msg("store: background sync")
+			}
+			e.mu.Lock()
+			big := e.size > e.cfg.CompactBytes
+			e.mu.Unlock()
+			if big {
+				if err := e.compact(); err != nil {
+					e.log.Error().Err(err).Msg("store: compaction failed")
+				}
+			}
+		case <-sweepT.C:
+			e.mu.Lock()
+			e.sweepLocked(e.clock.Now())
+			e.mu.Unlock()
+		}
+	}
+}
+
+// sweepLocked drops expired records from memory (the next compaction
+// drops them from disk).
+func (e *Embedded) sweepLocked(now time.Time) {
+	for k, exp := range e.replay {
+		if !exp.After(now) {
+			delete(e.replay, k)
+		}
+	}
+	for k, exp := range e.grants {
+		if !exp.After(now) {
+			delete(e.grants, k)
+		}
+	}
+	for k, b := range e.buckets {
+		if !b.exp.After(now) {
+			delete(e.buckets, k)
+		}
+	}
+	for k, it := range e.idem {
+		if !it.exp.After(now) {
+			delete(e.idem, k)
+		}
+	}
+	for id, s := range e.sessions {
+		if s.MaxExpiresAt.Add(sessionRetention).Before(now) {
+			delete(e.sessions, id)
+			if ids := e.byPrincipal[s.Principal]; ids != nil {
+				delete(ids, id)
+				if len(ids) == 0 {
+					delete(e.byPrincipal, s.Principal)
+				}
+			}
+		}
+	}
+	for id, a := range e.approvals {
+		if a.ExpiresAt.Add(approvalRetention).Before(now) && (a.State != ApprovalPending || a.Claim == nil) {
+			delete(e.approvals, id)
+		}
+	}
+}
+
+// snapshotLocked encodes every record in memory as journal lines.
+func (e *Embedded) snapshotLocked() []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	w := func(ops ...jop) { _ = enc.Encode(ops) } // encodes only our own types
+	w(jop{T: opGlobal, N: e.globalEpoch})
+	for p, n := range e.principalEpochs {
+		w(jop{T: opPrincipal, K: p, N: n})
+	}
+	for _, s := range e.sessions {
+		w(jop{T: opSession, S: s})
+	}
+	for k, exp := range e.replay {
+		w(jop{T: opReplay, K: k, E: exp})
+	}
+	for k, exp := range e.grants {
+		w(jop{T: opGrant, K: k, E: exp})
+	}
+	for k, b := range e.buckets {
+		w(jop{T: opBucket, K: k, N: b.n, E: b.exp})
+	}
+	for k, it := range e.idem {
+		w(jop{T: opIdem, K: k, I: it.rec, E: it.exp})
+	}
+	for _, a := range e.approvals {
+		w(jop{T: opApproval, A: a})
+	}
+	return buf.Bytes()
+}
+
+// writeSnapshot writes snap to a temp file, fsyncs it and returns it
+// opened for appending. When install is nil the temp file is renamed over
+// the journal at once; otherwise install does the rename (under mu).
+func (e *Embedded) writeSnapshot(snap []byte, install func(tmp string, f *os.File) error) (*os.File, error) {
+	tmp := e.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: snapshot: %w", err)
+	}
+	fail := func(err error) (*os.File, error) {
+		f.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("store: snapshot: %w", err)
+	}
+	if _, err := f.Write(snap); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if install == nil {
+		err = os.Rename(tmp, e.path)
+	} else {
+		err = install(tmp, f)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	// The rename happened; a failed directory fsync only weakens
+	// durability of the rename across power loss.
+	if err := syncDir(filepath.Dir(e.path)); err != nil {
+		e.log.Warn().Err(err).Msg("store: fsync of state dir failed")
+	}
+	return f, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// compact rewrites the journal as a snapshot while the store keeps
+// serving: lines written meanwhile are collected in tail and appended to
+// the new journal before it replaces the old one.
+func (e *Embedded) compact() error {
+	e.syncMu.Lock()
+	defer e.syncMu.Unlock()
+	e.mu.Lock()
+	if e.closed || e.broken != nil {
+		e.mu.Unlock()
+		return nil
+	}
+	e.sweepLocked(e.clock.Now())
+	snap := e.snapshotLocked()
+	e.compacting, e.tail = true, nil
+	e.mu.Unlock()
+
+	var old *os.File
+	_, err := e.writeSnapshot(snap, func(tmp string, f *os.File) error {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if _, err := f.Write(e.tail); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, e.path); err != nil {
+			return err
+		}
+		old = e.f
+		e.f = f
+		e.size = int64(len(snap) + len(e.tail))
+		e.dirty = true
+		e.compacting, e.tail = false, nil
+		return nil
+	})
+	if err != nil {
+		e.mu.Lock()
+		e.compacting, e.tail = false, nil
+		e.mu.Unlock()
+		return err
+	}
+	old.Close()
+	e.log.Info().Int("bytes", len(snap)).Msg("store: journal compacted")
+	return e.syncHoldingSyncMu()
+}
+
+var _ Store = (*Embedded)(nil)

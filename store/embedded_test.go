@@ -1,0 +1,195 @@
+package store
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/latchgate/latchgate/clock"
+)
+
+func openEmbedded(t *testing.T, dir string, clk clock.Clock) *Embedded {
+	t.Helper()
+	e, err := OpenEmbedded(EmbeddedConfig{Dir: dir}, Deps{Clock: clk, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatalf("OpenEmbedded(%s) = %v", dir, err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+func TestEmbeddedContract(t *testing.T) {
+	runContract(t, func(t *testing.T, clk *clock.Fake) Store { return openEmbedded(t, t.TempDir(), clk) })
+}
+
+func TestEmbeddedSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	clk := clock.NewFake(testStart())
+	e := openEmbedded(t, dir, clk)
+	s := mustSession(t, e, clk, "alice", withMaxCalls(10))
+	revoked := mustSession(t, e, clk, "alice")
+	bob := mustSession(t, e, clk, "bob")
+	if err := auth(e, clk, s, s.JKT, "jti-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := grant(e, clk, s, 3, 0, PrincipalLimits{MaxCallsPerHour: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Revoke(ctx, RevokeRequest{SessionID: revoked.ID}, clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Revoke(ctx, RevokeRequest{Principal: "bob"}, clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	a := newApproval(clk, s.ID, "h")
+	if _, _, err := e.CreateApproval(ctx, a, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.BeginIdempotent(ctx, &IdemRecord{Principal: "alice", Key: "k"}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// No Close: simulate kill -9 by abandoning e (its writes reached the
+	// kernel) and opening a second handle once the lock is released.
+	e.mu.Lock()
+	e.lockf.Close()
+	e.mu.Unlock()
+
+	e2 := openEmbedded(t, dir, clk)
+	wantErr(t, "Authenticate(same jti after restart)", auth(e2, clk, s, s.JKT, "jti-1"), ErrReplay)
+	wantErr(t, "Authenticate(new jti after restart)", auth(e2, clk, s, s.JKT, "jti-2"), nil)
+	wantErr(t, "Authenticate(revoked session after restart)", auth(e2, clk, revoked, revoked.JKT, "j"), ErrRevoked)
+	wantErr(t, "Authenticate(revoked principal after restart)", auth(e2, clk, bob, bob.JKT, "j"), ErrRevoked)
+	got, err := e2.GetSession(ctx, s.ID)
+	if err != nil || got.CallsUsed != 3 {
+		t.Fatalf("GetSession after restart = %+v, %v, want 3 calls used", got, err)
+	}
+	_, err = grant(e2, clk, s, 2, 0, PrincipalLimits{MaxCallsPerHour: 4})
+	wantErr(t, "Grant(hour bucket after restart)", err, ErrBudgetExhausted)
+	if _, err := e2.GetApproval(ctx, a.ID); err != nil {
+		t.Fatalf("GetApproval after restart = %v", err)
+	}
+	if rec, _ := e2.BeginIdempotent(ctx, &IdemRecord{Principal: "alice", Key: "k"}, time.Hour); rec == nil {
+		t.Fatalf("BeginIdempotent after restart = nil, want the running record")
+	}
+	fi, err := os.Stat(filepath.Join(dir, journalName))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("journal mode = %v, %v, want 0600", fi.Mode().Perm(), err)
+	}
+}
+
+func TestEmbeddedTornLastLine(t *testing.T) {
+	dir := t.TempDir()
+	clk := clock.NewFake(testStart())
+	e := openEmbedded(t, dir, clk)
+	s := mustSession(t, e, clk, "alice")
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, tail string
+		wantErr    bool
+	}{
+		{"torn", `[{"t":"r","k":"x`, false},
+		{"corrupt_last", "garbage\n", false},
+		{"corrupt_middle", "garbage\n[]\n", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := t.TempDir()
+			b, _ := os.ReadFile(filepath.Join(dir, journalName))
+			os.WriteFile(filepath.Join(d, journalName), append(b, c.tail...), 0o600)
+			e2, err := OpenEmbedded(EmbeddedConfig{Dir: d}, Deps{Clock: clk})
+			if c.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "corrupt") {
+					t.Fatalf("OpenEmbedded = %v, want corrupt journal error", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("OpenEmbedded = %v", err)
+			}
+			defer e2.Close()
+			if _, err := e2.GetSession(context.Background(), s.ID); err != nil {
+				t.Fatalf("GetSession = %v", err)
+			}
+		})
+	}
+}
+
+func TestEmbeddedLock(t *testing.T) {
+	dir := t.TempDir()
+	clk := clock.NewFake(testStart())
+	e := openEmbedded(t, dir, clk)
+	_, err := OpenEmbedded(EmbeddedConfig{Dir: dir}, Deps{Clock: clk})
+	if err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second OpenEmbedded = %v, want in-use error", err)
+	}
+	e.Close()
+	e2 := openEmbedded(t, dir, clk)
+	e2.Close()
+}
+
+func TestEmbeddedCompactsWhileRunning(t *testing.T) {
+	dir := t.TempDir()
+	clk := clock.NewFake(testStart())
+	e, err := OpenEmbedded(EmbeddedConfig{Dir: dir, CompactBytes: 4096}, Deps{Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := mustSession(t, e, clk, "alice")
+	for i := range 200 {
+		if err := auth(e, clk, s, s.JKT, "j"+string(rune('a'+i%26))+time.Duration(i).String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.Advance(10 * time.Minute) // every replay entry expired
+	for i := 0; ; i++ {
+		if err := e.compact(); err != nil {
+			t.Fatalf("compact = %v", err)
+		}
+		e.mu.Lock()
+		size := e.size
+		e.mu.Unlock()
+		if size < 4096 {
+			break
+		}
+		if i > 3 {
+			t.Fatalf("journal size after compaction = %d, want < 4096", size)
+		}
+	}
+	if err := auth(e, clk, s, s.JKT, "after"); err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	e2 := openEmbedded(t, dir, clk)
+	wantErr(t, "Authenticate(replay after compaction)", auth(e2, clk, s, s.JKT, "after"), ErrReplay)
+}
+
+func TestEmbeddedConfigValidate(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  EmbeddedConfig
+		ok   bool
+	}{
+		{"defaults", EmbeddedConfig{Dir: "/x"}, true},
+		{"no_dir", EmbeddedConfig{}, false},
+		{"negative_sync", EmbeddedConfig{Dir: "/x", SyncInterval: -1}, false},
+		{"tiny_compact", EmbeddedConfig{Dir: "/x", CompactBytes: 10}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.cfg.withDefaults().Validate(); (err == nil) != c.ok {
+				t.Fatalf("Validate(%+v) = %v, want ok=%v", c.cfg, err, c.ok)
+			}
+		})
+	}
+	if _, err := OpenEmbedded(EmbeddedConfig{Dir: t.TempDir()}, Deps{}); err == nil {
+		t.Fatalf("OpenEmbedded(no clock) = nil, want error")
+	}
+}

@@ -1,0 +1,212 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/latchgate/latchgate/clock"
+	"github.com/latchgate/latchgate/store/storetest"
+)
+
+func testMACKey() []byte { return []byte("0123456789abcdef0123456789abcdef") }
+
+func newTestRedis(t testing.TB, url, prefix string, clk clock.Clock, timeout time.Duration) *Redis {
+	t.Helper()
+	r, err := NewRedis(RedisConfig{URL: url, Prefix: prefix, MACKey: testMACKey(), Timeout: timeout},
+		Deps{Clock: clk, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatalf("NewRedis = %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func rawClient(t *testing.T, url string) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestRedisContract(t *testing.T) {
+	url, _, _ := storetest.StartRedis(t)
+	runContract(t, func(t *testing.T, clk *clock.Fake) Store {
+		return newTestRedis(t, url, "t"+uuid.NewString()[:8]+":", clk, 0)
+	})
+}
+
+func TestRedisGrantsAcrossGates(t *testing.T) {
+	url, _, _ := storetest.StartRedis(t)
+	clk := clock.NewFake(testStart())
+	g1 := newTestRedis(t, url, "", clk, 0)
+	g2 := newTestRedis(t, url, "", clk, 0)
+	s := mustSession(t, g1, clk, "alice", withMaxCalls(20))
+	if n := raceGrants(g1, clk, s, 100, g2); n != 20 {
+		t.Fatalf("grants over two gates = %d, want 20", n)
+	}
+	// A revocation through one gate takes effect on the other.
+	if _, err := g2.Revoke(context.Background(), RevokeRequest{Principal: "alice"}, clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "Authenticate(other gate after revoke)", auth(g1, clk, s, s.JKT, "x"), ErrRevoked)
+}
+
+func TestRedisTampering(t *testing.T) {
+	ctx := context.Background()
+	url, _, _ := storetest.StartRedis(t)
+	clk := clock.NewFake(testStart())
+	st := newTestRedis(t, url, "tp:", clk, 0)
+	raw := rawClient(t, url)
+
+	edits := []struct {
+		name string
+		edit func(rec string) string
+	}{
+		{"principal", func(rec string) string { return strings.Replace(rec, `"alice"`, `"root"`, 1) }},
+		{"scopes", func(rec string) string { return strings.Replace(rec, `["tools:call"]`, `["admin"]`, 1) }},
+		{"jkt", func(rec string) string { return strings.Replace(rec, `"jkt-`, `"evil-`, 1) }},
+		{"not_json", func(string) string { return "{" }},
+	}
+	for _, c := range edits {
+		t.Run("session_"+c.name, func(t *testing.T) {
+			s := mustSession(t, st, clk, "alice")
+			key := "tp:s:" + s.ID
+			rec := raw.HGet(ctx, key, "rec").Val()
+			if err := raw.HSet(ctx, key, "rec", c.edit(rec)).Err(); err != nil {
+				t.Fatal(err)
+			}
+			jkt := s.JKT
+			if c.name == "jkt" {
+				jkt = strings.Replace(jkt, "jkt-", "evil-", 1)
+			}
+			wantErr(t, "Authenticate(tampered)", auth(st, clk, s, jkt, "j"), ErrNotFound)
+			_, err := st.GetSession(ctx, s.ID)
+			wantErr(t, "GetSession(tampered)", err, ErrNotFound)
+			_, err = st.Grant(ctx, GrantRequest{GrantID: uuid.NewString(), SessionID: s.ID,
+				Principal: "root", Calls: 1, Now: clk.Now()})
+			wantErr(t, "Grant(tampered as root)", err, ErrNotFound)
+			_, err = grant(st, clk, s, 1, 0, PrincipalLimits{})
+			wantErr(t, "Grant(tampered)", err, ErrNotFound)
+			_, err = st.RenewSession(ctx, s.ID, nil, clk.Now().Add(time.Hour), clk.Now())
+			wantErr(t, "RenewSession(tampered)", err, ErrNotFound)
+		})
+	}
+
+	t.Run("session_copied_to_other_id", func(t *testing.T) {
+		a := mustSession(t, st, clk, "alice")
+		b := mustSession(t, st, clk, "alice")
+		v := raw.HGetAll(ctx, "tp:s:"+a.ID).Val()
+		raw.HSet(ctx, "tp:s:"+b.ID, "rec", v["rec"], "mac", v["mac"])
+		_, err := st.GetSession(ctx, b.ID)
+		wantErr(t, "GetSession(record copied from another id)", err, ErrNotFound)
+	})
+
+	t.Run("approval_args", func(t *testing.T) {
+		a := newApproval(clk, "s1", "h1")
+		if _, _, err := st.CreateApproval(ctx, a, 0); err != nil {
+			t.Fatal(err)
+		}
+		key := "tp:a:" + a.ID
+		rec := raw.HGet(ctx, key, "rec").Val()
+		raw.HSet(ctx, key, "rec", strings.Replace(rec, "a@example.com", "evil@example.com", 1))
+		_, err := st.GetApproval(ctx, a.ID)
+		wantErr(t, "GetApproval(tampered args)", err, ErrNotFound)
+		_, err = st.ClaimApproval(ctx, a.ID, Claim{GateID: "g", Deadline: clk.Now().Add(time.Minute)}, clk.Now())
+		wantErr(t, "ClaimApproval(tampered args)", err, ErrNotFound)
+		if l, _ := st.ListApprovals(ctx, "", 0); len(l) != 0 {
+			t.Fatalf("ListApprovals = %d approvals, want tampered one left out", len(l))
+		}
+		_, _, err = st.CreateApproval(ctx, newApproval(clk, "s1", "h1"), 0)
+		wantErr(t, "CreateApproval(dedupes onto tampered)", err, ErrNotFound)
+	})
+
+	t.Run("idempotency_outcome", func(t *testing.T) {
+		rec := &IdemRecord{Principal: "alice", Key: "k", ActionID: "echo", RequestHash: "h"}
+		if _, err := st.BeginIdempotent(ctx, rec, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.FinishIdempotent(ctx, "alice", "k", 200, []byte(`{"output":1}`), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		key := "tp:i:" + hashKey("alice", "k")
+		r := raw.HGet(ctx, key, "rec").Val()
+		raw.HSet(ctx, key, "rec", strings.Replace(r, `{"output":1}`, `{"output":2}`, 1))
+		got, err := st.BeginIdempotent(ctx, rec, time.Hour)
+		if err != nil || got != nil {
+			t.Fatalf("BeginIdempotent(tampered outcome) = %+v, %v, want nil, nil (record replaced)", got, err)
+		}
+	})
+}
+
+func TestRedisOutageAndRecovery(t *testing.T) {
+	ctx := context.Background()
+	url, stop, restart := storetest.StartRedis(t)
+	clk := clock.NewFake(testStart())
+	st := newTestRedis(t, url, "", clk, 500*time.Millisecond)
+	s := mustSession(t, st, clk, "alice")
+	if err := st.Ping(ctx); err != nil {
+		t.Fatalf("Ping = %v", err)
+	}
+
+	stop()
+	checks := []struct {
+		name string
+		call func() error
+	}{
+		{"Ping", func() error { return st.Ping(ctx) }},
+		{"Authenticate", func() error { return auth(st, clk, s, s.JKT, "down") }},
+		{"Grant", func() error { _, err := grant(st, clk, s, 1, 0, PrincipalLimits{}); return err }},
+		{"CreateSession", func() error { _, err := newSession(t, st, clk, "alice", PrincipalLimits{}); return err }},
+		{"GetApproval", func() error { _, err := st.GetApproval(ctx, "x"); return err }},
+	}
+	for _, c := range checks {
+		if err := c.call(); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("%s(redis down) = %v, want ErrUnavailable", c.name, err)
+		}
+	}
+
+	restart(false) // back with its data: the same client recovers
+	wantErr(t, "Authenticate(after restart with data)", auth(st, clk, s, s.JKT, "up"), nil)
+
+	restart(true) // back empty: old sessions are gone, not revived
+	wantErr(t, "Authenticate(after empty restart)", auth(st, clk, s, s.JKT, "up2"), ErrNotFound)
+	_, err := grant(st, clk, s, 1, 0, PrincipalLimits{})
+	wantErr(t, "Grant(after empty restart)", err, ErrNotFound)
+	n := mustSession(t, st, clk, "alice")
+	wantErr(t, "Authenticate(new session after empty restart)", auth(st, clk, n, n.JKT, "up"), nil)
+	if _, err := grant(st, clk, n, 1, 0, PrincipalLimits{}); err != nil {
+		t.Fatalf("Grant(new session after empty restart) = %v", err)
+	}
+}
+
+func TestRedisConfigValidate(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  RedisConfig
+		ok   bool
+	}{
+		{"ok", RedisConfig{URL: "redis://127.0.0.1:6379", MACKey: testMACKey()}, true},
+		{"no_url", RedisConfig{MACKey: testMACKey()}, false},
+		{"bad_scheme", RedisConfig{URL: "http://x", MACKey: testMACKey()}, false},
+		{"short_key", RedisConfig{URL: "redis://x:1", MACKey: []byte("short")}, false},
+		{"no_key", RedisConfig{URL: "redis://x:1"}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.cfg.withDefaults().Validate(); (err == nil) != c.ok {
+				t.Fatalf("Validate(%s) = %v, want ok=%v", c.name, err, c.ok)
+			}
+		})
+	}
+}
