@@ -33,7 +33,7 @@ test-policy: build
 	./$(BIN) policy test
 
 # SDK_LANGS selects the SDKs for test-sdk and test-smoke.
-SDK_LANGS ?= go
+SDK_LANGS ?= go python typescript
 
 test-sdk: $(patsubst %,test-sdk-%,$(SDK_LANGS))
 

@@ -25,6 +25,11 @@ export LATCHGATE_SOCKET="$tmp/run/gate.sock"
 export LATCHGATE_ADMIN_SOCKET="$tmp/run-admin/admin.sock"
 export LATCHGATE_BIN="$root/bin/latchgate"
 export LATCHGATE_SMOKE_APPROVALS=1
+# The held action every SDK's approval check uses: a local high-risk echo
+# (testdata/smoke-manifests), so approval needs no network.
+export LATCHGATE_SMOKE_APPROVAL_ACTION=echo_held
+export LATCHGATE_SMOKE_HELD_ACTION=echo_held
+export LATCHGATE_SMOKE_HELD_ARGS='{"ship":"it"}'
 ./bin/latchgate serve --dev --socket "$LATCHGATE_SOCKET" --admin-socket "$LATCHGATE_ADMIN_SOCKET" \
   --state-dir "$tmp/state" --manifests-dir "$root/testdata/smoke-manifests" >"$log" 2>&1 &
 gate_pid=$!
