@@ -24,6 +24,9 @@ import (
 
 const echoPath = "/v1/actions/echo/execute"
 
+// heldManifests holds echo_held, a high-risk echo that policy always holds.
+const heldManifests = "../testdata/smoke-manifests"
+
 func newAgent(t *testing.T, s *gatetest.Server, extra map[string]any) *gatetest.Agent {
 	t.Helper()
 	a := s.NewAgent(t)

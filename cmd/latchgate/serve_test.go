@@ -1,0 +1,462 @@
+package main
+
+// Process-level tests: they build the real binary once and run it as the
+// operator would, on real sockets in temp dirs.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/latchgate/latchgate/sdk"
+	"github.com/latchgate/latchgate/store/storetest"
+)
+
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "lgbin")
+	if err != nil {
+		panic(err)
+	}
+	binPath = filepath.Join(dir, "latchgate")
+	out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build latchgate: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a running `latchgate serve`.
+type proc struct {
+	cmd    *exec.Cmd
+	socket string
+	admin  string
+	state  string
+	log    *bytes.Buffer
+	mu     *sync.Mutex
+	done   chan error
+}
+
+type lockedBuf struct {
+	mu  *sync.Mutex
+	buf *bytes.Buffer
+}
+
+func (l lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (p *proc) logs() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// startGate runs serve --dev with sockets in a short temp dir.
+func startGate(t *testing.T, state string, args ...string) *proc {
+	t.Helper()
+	sock, err := os.MkdirTemp("", "lgs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(sock) })
+	p := &proc{socket: filepath.Join(sock, "c", "gate.sock"), admin: filepath.Join(sock, "a", "admin.sock"),
+		state: state, log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
+	full := append([]string{"serve", "--dev", "--socket", p.socket, "--admin-socket", p.admin, "--state-dir", state}, args...)
+	p.cmd = exec.Command(binPath, full...)
+	p.cmd.Stdout = lockedBuf{p.mu, p.log}
+	p.cmd.Stderr = lockedBuf{p.mu, p.log}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+		}
+	})
+	return p
+}
+
+// waitReady waits until GET /readyz answers 200 (or fails the test).
+func (p *proc) waitReady(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if st, _ := p.get("/readyz"); st == 200 {
+			return
+		}
+		select {
+		case err := <-p.done:
+			t.Fatalf("gate exited: %v\n%s", err, p.logs())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Fatalf("gate not ready\n%s", p.logs())
+}
+
+func (p *proc) get(path string) (int, []byte) {
+	c := unixHTTP(p.socket)
+	resp, err := c.Get("http://localhost" + path)
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func unixHTTP(path string) *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}
+}
+
+// cli runs a latchgate subcommand and returns its output and exit code.
+func cli(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(binPath, args...)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), code
+}
+
+func TestHTTPNeedsUnsafeFlag(t *testing.T) {
+	out, code := cli(t, "serve", "--dev", "--state-dir", t.TempDir(), "--http", "127.0.0.1:0")
+	if code == 0 || !strings.Contains(out, "--unsafe-expose-http") {
+		t.Fatalf("serve --http without --unsafe-expose-http = exit %d %q, want a refusal naming the flag", code, out)
+	}
+}
+
+func TestLiveSocketRefusedStaleReplaced(t *testing.T) {
+	a := startGate(t, t.TempDir())
+	a.waitReady(t)
+	// A second gate on the same socket must refuse to start.
+	b := exec.Command(binPath, "serve", "--dev", "--socket", a.socket, "--admin-socket", a.admin+"2", "--state-dir", t.TempDir())
+	out, err := b.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another gate is already serving") {
+		t.Fatalf("second gate on a live socket: err %v, out %q", err, out)
+	}
+	// A stale socket file (nobody listening) is replaced.
+	dir, _ := os.MkdirTemp("", "lgst")
+	defer os.RemoveAll(dir)
+	stale := filepath.Join(dir, "c", "gate.sock")
+	_ = os.MkdirAll(filepath.Dir(stale), 0o700)
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	_ = ln.Close()
+	if _, err := os.Lstat(stale); err != nil {
+		t.Fatalf("stale socket not left behind: %v", err)
+	}
+	c := startGate(t, t.TempDir(), "--socket", stale)
+	c.socket = stale
+	c.waitReady(t)
+}
+
+func TestSocketDirectoryChecks(t *testing.T) {
+	base, _ := os.MkdirTemp("", "lgdc")
+	defer os.RemoveAll(base)
+	open := filepath.Join(base, "open")
+	_ = os.Mkdir(open, 0o777)
+	_ = os.Chmod(open, 0o777)
+	real := filepath.Join(base, "real")
+	_ = os.Mkdir(real, 0o700)
+	link := filepath.Join(base, "link")
+	_ = os.Symlink(real, link)
+	tests := []struct{ name, dir, want string }{
+		{"world-writable", open, "writable by others"},
+		{"symlink", link, "symlink"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, code := cli(t, "serve", "--dev", "--state-dir", t.TempDir(),
+				"--socket", filepath.Join(tt.dir, "gate.sock"), "--admin-socket", filepath.Join(base, "adm", tt.name, "a.sock"))
+			if code == 0 || !strings.Contains(out, tt.want) {
+				t.Fatalf("serve with socket dir %s = exit %d %q, want a refusal mentioning %q", tt.name, code, out, tt.want)
+			}
+		})
+	}
+}
+
+func TestSocketModes(t *testing.T) {
+	p := startGate(t, t.TempDir())
+	p.waitReady(t)
+	for _, path := range []string{p.socket, p.admin} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode = %v, want 0600", path, fi.Mode().Perm())
+		}
+		di, _ := os.Stat(filepath.Dir(path))
+		if di.Mode().Perm() != 0o700 {
+			t.Errorf("%s dir mode = %v, want 0700", path, di.Mode().Perm())
+		}
+	}
+}
+
+// SIGHUP with a broken policy keeps the old one; a good one is swapped in.
+func TestSIGHUPReload(t *testing.T) {
+	pol := t.TempDir()
+	good := "package latchgate\n\ndecision := {\"allow\": true, \"pending_approval\": false, \"deny_reasons\": []}\n"
+	if err := os.WriteFile(filepath.Join(pol, "p.rego"), []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startGate(t, t.TempDir(), "--policy-dir", pol)
+	p.waitReady(t)
+	version := func() string {
+		out, code := cli(t, "status", "--json", "--admin-socket", p.admin)
+		if code != 0 {
+			t.Fatalf("status: %s", out)
+		}
+		var s struct {
+			PolicyVersion string `json:"policy_version"`
+		}
+		_ = json.Unmarshal([]byte(out), &s)
+		return s.PolicyVersion
+	}
+	v1 := version()
+	if err := os.WriteFile(filepath.Join(pol, "p.rego"), []byte("package latchgate\n\ndecision := {"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, p, "reload rejected")
+	if v := version(); v != v1 {
+		t.Fatalf("policy version after a broken reload = %s, want the old %s", v, v1)
+	}
+	if st, _ := p.get("/readyz"); st != 200 {
+		t.Fatalf("gate not ready after a rejected reload")
+	}
+	denyAll := "package latchgate\n\ndecision := {\"allow\": false, \"pending_approval\": false, \"deny_reasons\": [\"frozen\"]}\n"
+	_ = os.WriteFile(filepath.Join(pol, "p.rego"), []byte(denyAll), 0o600)
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, p, "reloaded policy and manifests")
+	if v := version(); v == v1 {
+		t.Fatalf("policy version unchanged after a good reload")
+	}
+}
+
+func waitLog(t *testing.T, p *proc, s string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Contains(p.logs(), s) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("log never said %q:\n%s", s, p.logs())
+}
+
+func TestSIGTERMDrainsAndCleansUp(t *testing.T) {
+	p := startGate(t, t.TempDir())
+	p.waitReady(t)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, p.logs())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("gate did not exit after SIGTERM")
+	}
+	for _, s := range []string{p.socket, p.admin} {
+		if _, err := os.Lstat(s); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("socket %s left behind after SIGTERM", s)
+		}
+	}
+	if out, code := cli(t, "receipts", "verify", "--state-dir", p.state); code != 0 {
+		t.Fatalf("ledger after SIGTERM: %s", out)
+	}
+}
+
+// The gate starts (not ready) while Redis is down and becomes ready when
+// it appears, without a restart.
+func TestStartsBeforeRedis(t *testing.T) {
+	url, stop, restart := storetest.StartRedis(t)
+	stop()
+	p := startGate(t, t.TempDir(), "--redis-url", url)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, body := p.get("/readyz")
+		if st == 503 && strings.Contains(string(body), `"store":false`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readyz while Redis is down = %d %s\n%s", st, body, p.logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	restart(true)
+	p.waitReady(t)
+	c, err := sdk.New(sdk.WithSocket(p.socket), sdk.WithAgentID("late"), sdk.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Execute(context.Background(), "echo", map[string]any{}); err != nil {
+		t.Fatalf("execute once Redis is up: %v", err)
+	}
+}
+
+// kill -9 during a stream of executes: after restart the ledger verifies,
+// every receipt answered with 200 is present, and an execution cut off
+// after dispatch is an interrupted receipt.
+func TestKill9DuringExecutes(t *testing.T) {
+	// An upstream that holds requests open so one execution is in flight
+	// (dispatched, no answer) at the moment of the kill.
+	hit := make(chan struct{}, 16)
+	release := make(chan struct{})
+	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hit <- struct{}{}
+		<-release
+	}), ReadHeaderTimeout: time.Second}
+	uln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = up.Serve(uln) }()
+	defer func() { close(release); _ = up.Close() }()
+	port := uln.Addr().(*net.TCPAddr).Port
+	mdir := t.TempDir()
+	manifest := fmt.Sprintf(`action_id: slow_fetch
+version: 1.0.0
+risk_level: low
+input_schema: {type: object}
+executor:
+  kind: http
+  method: GET
+  url: http://127.0.0.1:%d/slow
+  allow_insecure_http: true
+  timeout_seconds: 60
+egress:
+  profile: proxy_allowlist
+  allowed_domains: ["127.0.0.1"]
+  allowed_ports: [%d]
+`, port, port)
+	if err := os.WriteFile(filepath.Join(mdir, "slow_fetch.yaml"), []byte(manifest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	args := []string{"--manifests-dir", mdir, "--egress-allow-cidr", "127.0.0.1/32"}
+	p := startGate(t, state, args...)
+	p.waitReady(t)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var acked []string
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := sdk.New(sdk.WithSocket(p.socket), sdk.WithAgentID(fmt.Sprintf("w%d", w)), sdk.WithLogger(slog.New(slog.DiscardHandler)))
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			for i := 0; ctx.Err() == nil; i++ {
+				res, err := c.Execute(ctx, "echo", map[string]any{"w": w, "i": i}, sdk.WithoutIdempotencyKey())
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				acked = append(acked, res.ReceiptID)
+				mu.Unlock()
+			}
+		}()
+	}
+	// One slow execution in flight.
+	go func() {
+		c, err := sdk.New(sdk.WithSocket(p.socket), sdk.WithAgentID("slow"), sdk.WithLogger(slog.New(slog.DiscardHandler)))
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = c.Execute(ctx, "slow_fetch", map[string]any{}, sdk.WithoutIdempotencyKey())
+	}()
+	select {
+	case <-hit:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("slow action never reached the upstream\n%s", p.logs())
+	}
+	time.Sleep(300 * time.Millisecond) // let the echo stream run
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	cancel()
+	wg.Wait()
+	mu.Lock()
+	got := append([]string(nil), acked...)
+	mu.Unlock()
+	if len(got) == 0 {
+		t.Fatal("no execute was acknowledged before the kill")
+	}
+
+	q := startGate(t, state, args...)
+	q.waitReady(t)
+	if out, code := cli(t, "receipts", "verify", "--admin-socket", q.admin); code != 0 {
+		t.Fatalf("ledger after kill -9: %s", out)
+	}
+	for _, id := range got {
+		out, code := cli(t, "receipts", "show", id, "--admin-socket", q.admin)
+		if code != 0 {
+			t.Fatalf("acknowledged receipt %s missing after restart: %s", id, out)
+		}
+	}
+	// The slow execution became an interrupted receipt.
+	f, err := os.Open(filepath.Join(state, "ledger", "ledger.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	found := false
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.Contains(line, `"action_id":"slow_fetch"`) && strings.Contains(line, `"kind":"interrupted"`) && strings.Contains(line, `"receipt_id"`) {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no interrupted receipt for the execution cut off by kill -9")
+	}
+	t.Logf("%d acknowledged receipts survived kill -9", len(got))
+}

@@ -1,0 +1,181 @@
+package gate_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/latchgate/latchgate/gate/gatetest"
+	"github.com/latchgate/latchgate/store/storetest"
+	"github.com/redis/go-redis/v9"
+)
+
+// twoGates starts two gates on one real Redis sharing one keys directory.
+func twoGates(t *testing.T) (a, b *gatetest.Server, url string, stop func(), restart func(bool)) {
+	t.Helper()
+	url, stop, restart = storetest.StartRedis(t)
+	keys := t.TempDir()
+	a = gatetest.NewServer(t, gatetest.WithRedis(url), gatetest.WithKeysDir(keys), gatetest.WithManifestsDir(heldManifests))
+	b = gatetest.NewServer(t, gatetest.WithRedis(url), gatetest.WithKeysDir(keys), gatetest.WithManifestsDir(heldManifests))
+	return a, b, url, stop, restart
+}
+
+// on returns an agent of s that uses ag's key and lease.
+func on(t *testing.T, s *gatetest.Server, ag *gatetest.Agent) *gatetest.Agent {
+	t.Helper()
+	x := s.NewAgent(t)
+	x.Key, x.Lease, x.Sess = ag.Key, ag.Lease, ag.Sess
+	return x
+}
+
+func TestTwoGatesShareRedis(t *testing.T) {
+	ga, gb, _, _, _ := twoGates(t)
+	a := newAgent(t, ga, map[string]any{"budgets": map[string]any{"max_calls": 3}})
+	b := on(t, gb, a)
+
+	// A lease from gate A works on gate B.
+	wantStatus(t, b.Execute("echo", map[string]any{"on": "b"}, nil), 200, "")
+	// A proof used on A is a replay on B.
+	body := []byte(`{}`)
+	proof := a.Key.Proof("POST", "http://localhost"+echoPath, a.Lease, body)
+	wantStatus(t, a.CallWithProof("POST", echoPath, body, proof, nil), 200, "")
+	wantStatus(t, b.CallWithProof("POST", echoPath, body, proof, nil), 401, "replay_detected")
+	// The budget is shared: 2 used, one left across both gates.
+	wantStatus(t, b.Execute("echo", map[string]any{}, nil), 200, "")
+	wantStatus(t, a.Execute("echo", map[string]any{}, nil), 403, "budget_exhausted")
+	// A revocation on A's admin socket holds on B.
+	c := newAgent(t, ga, nil)
+	cb := on(t, gb, c)
+	wantStatus(t, cb.Execute("echo", map[string]any{}, nil), 200, "")
+	rv := gatetest.Do(t, ga.AdminClient(), "POST", "/v1/leases/revoke", []byte(`{"principal":"agent:tester"}`), http.Header{"Content-Type": {"application/json"}})
+	wantStatus(t, rv, 200, "")
+	wantStatus(t, cb.Execute("echo", map[string]any{}, nil), 401, "lease_revoked")
+}
+
+// 100 parallel calls on max_calls 20 across two gates: exactly 20 run.
+func TestBudgetRaceAcrossGates(t *testing.T) {
+	ga, gb, _, _, _ := twoGates(t)
+	a := newAgent(t, ga, map[string]any{"budgets": map[string]any{"max_calls": 20}})
+	b := on(t, gb, a)
+	var ok, exhausted atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ag := a
+			if i%2 == 1 {
+				ag = b
+			}
+			r := ag.Execute("echo", map[string]any{"i": i}, nil)
+			switch {
+			case r.Status == 200:
+				ok.Add(1)
+			case r.Code() == "budget_exhausted":
+				exhausted.Add(1)
+			default:
+				t.Errorf("call %d: %d %s", i, r.Status, r.Body)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 20 || exhausted.Load() != 80 {
+		t.Fatalf("ran %d, exhausted %d; want 20 and 80", ok.Load(), exhausted.Load())
+	}
+}
+
+func TestRedisOutageFailsClosedAndRecovers(t *testing.T) {
+	ga, _, _, stop, restart := twoGates(t)
+	a := newAgent(t, ga, nil)
+	wantStatus(t, a.Execute("echo", map[string]any{}, nil), 200, "")
+	before, _ := ga.Ledger.Stats()
+
+	stop()
+	r := a.Execute("echo", map[string]any{}, nil)
+	wantStatus(t, r, 503, "store_unavailable")
+	if r.Header.Get("Retry-After") == "" {
+		t.Errorf("503 without Retry-After")
+	}
+	x := ga.NewAgent(t)
+	wantStatus(t, x.TakeLease(map[string]any{"agent_id": "x"}), 503, "store_unavailable")
+	rz := gatetest.Do(t, ga.Client(), "GET", "/readyz", nil, nil)
+	if rz.Status != 503 || rz.JSON()["store"] != false {
+		t.Fatalf("readyz during outage = %d %s", rz.Status, rz.Body)
+	}
+	if after, _ := ga.Ledger.Stats(); after != before {
+		t.Fatalf("receipts grew during the outage: %d → %d", before, after)
+	}
+
+	// Redis back, empty: new leases work without restarting the gate; the
+	// old lease is refused, not revived.
+	restart(true)
+	deadline := time.Now().Add(10 * time.Second)
+	var got *gatetest.Response
+	for time.Now().Before(deadline) {
+		y := ga.NewAgent(t)
+		if got = y.TakeLease(map[string]any{"agent_id": "y"}); got.Status == 200 {
+			wantStatus(t, y.Execute("echo", map[string]any{}, nil), 200, "")
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got == nil || got.Status != 200 {
+		t.Fatalf("no lease after Redis came back: %+v", got)
+	}
+	wantStatus(t, a.Execute("echo", map[string]any{}, nil), 401, "invalid_lease")
+}
+
+func TestRedisTamperedRecordsRefused(t *testing.T) {
+	ga, _, url, _, _ := twoGates(t)
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	ctx := context.Background()
+
+	// A session whose record was edited (scopes widened) is refused.
+	a := newAgent(t, ga, nil)
+	key := "latchgate:s:" + a.Sess
+	rec, err := rdb.HGet(ctx, key, "rec").Result()
+	if err != nil {
+		t.Fatalf("read session record: %v", err)
+	}
+	edited := strings.Replace(rec, `"tools:call"`, `"tools:call","admin:all"`, 1)
+	if edited == rec {
+		t.Fatalf("could not edit session record %s", rec)
+	}
+	if err := rdb.HSet(ctx, key, "rec", edited).Err(); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, a.Execute("echo", map[string]any{}, nil), 401, "invalid_lease")
+
+	// A frozen plan whose arguments were edited is refused at approval.
+	b := newAgent(t, ga, map[string]any{"agent_id": "planner"})
+	r := b.Execute("echo_held", map[string]any{"amount": 1}, nil)
+	wantStatus(t, r, 202, "")
+	id := r.JSON()["approval_id"].(string)
+	akey := "latchgate:a:" + id
+	rec, err = rdb.HGet(ctx, akey, "rec").Result()
+	if err != nil {
+		t.Fatalf("read approval record: %v", err)
+	}
+	edited = strings.Replace(rec, `"amount":1`, `"amount":1000000`, 1)
+	if edited == rec {
+		t.Fatalf("could not edit approval record %s", rec)
+	}
+	if err := rdb.HSet(ctx, akey, "rec", edited).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := ga.Ledger.Stats()
+	ar := gatetest.Do(t, ga.AdminClient(), "POST", "/v1/approvals/"+id+"/approve", []byte(`{}`), http.Header{"Content-Type": {"application/json"}})
+	wantStatus(t, ar, 404, "approval_not_found")
+	if after, _ := ga.Ledger.Stats(); after != before {
+		t.Fatalf("a tampered plan ran: receipts %d → %d", before, after)
+	}
+}
