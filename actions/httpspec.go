@@ -548,6 +548,12 @@ type secretError struct {
 
 func (e *secretError) Error() string { return "secret " + e.name + " " + e.reason }
 
+// forbiddenHostError is a rendered URL whose host is a non-canonical
+// numeric form; Prepare turns it into a Forbidden target.
+type forbiddenHostError struct{ host string }
+
+func (e *forbiddenHostError) Error() string { return "non-canonical numeric host" }
+
 // renderedRequest is one request ready to send.
 type renderedRequest struct {
 	method      string
@@ -573,6 +579,15 @@ func (s *httpSpec) render(a *Action, args any, secret secretFunc) (*renderedRequ
 		return nil, &TemplateError{Field: "executor.url", Reason: err.Error()}
 	}
 	h, port, scheme, err := egress.HostFromURL(rawURL)
+	if errors.Is(err, egress.ErrNonCanonicalHost) {
+		// A non-canonical numeric host (2130706433, 0177.0.0.1) can never
+		// be approved: pipeline step 4 answers 403 egress_target_forbidden.
+		host := rawURL
+		if u, perr := url.Parse(rawURL); perr == nil {
+			host = u.Hostname()
+		}
+		return nil, &forbiddenHostError{host: host}
+	}
 	if err != nil {
 		return nil, &TemplateError{Field: "executor.url", Reason: "does not render to an absolute http(s) URL with a valid host"}
 	}

@@ -90,6 +90,11 @@ func (a *Action) Prepare(args json.RawMessage, learned []string) (*Plan, error) 
 		return p, nil
 	}
 	req, err := a.http.render(a, v, prepareSecret)
+	var fh *forbiddenHostError
+	if errors.As(err, &fh) {
+		p.TargetHosts, p.Forbidden = []string{fh.host}, []string{fh.host}
+		return p, nil
+	}
 	if err != nil {
 		return nil, err
 	}

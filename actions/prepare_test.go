@@ -173,6 +173,8 @@ func TestPrepareTargets(t *testing.T) {
 		{"localhost", a, `{"url":"https://app.localhost/"}`, nil, []string{"app.localhost"}, nil, []string{"app.localhost"}},
 		{"internal", a, `{"url":"https://db.internal/"}`, nil, []string{"db.internal"}, nil, []string{"db.internal"}},
 		{"ipv6 loopback", a, `{"url":"https://[::1]/"}`, nil, []string{"::1"}, nil, []string{"::1"}},
+		{"non-canonical numeric", a, `{"url":"https://2130706433/"}`, nil, []string{"2130706433"}, nil, []string{"2130706433"}},
+		{"octal host", a, `{"url":"https://0177.0.0.1/"}`, nil, []string{"0177.0.0.1"}, nil, []string{"0177.0.0.1"}},
 		{"public ip", a, `{"url":"https://93.184.216.34/"}`, nil, []string{"93.184.216.34"}, []string{"93.184.216.34"}, nil},
 		{"static host", gh, `{"owner":"o","repo":"r","title":"t"}`, nil, []string{"api.github.com"}, nil, nil},
 	}
@@ -206,8 +208,6 @@ func TestPrepareTemplateErrors(t *testing.T) {
 		name, args, field string
 		a                 *Action
 	}{
-		{"non-canonical numeric", `{"url":"https://2130706433/"}`, "executor.url", a},
-		{"octal host", `{"url":"https://0177.0.0.1/"}`, "executor.url", a},
 		{"not http", `{"url":"ftp://api.example.com/"}`, "executor.url", a},
 		{"userinfo", `{"url":"https://u:p@api.example.com/"}`, "executor.url", a},
 		{"url not string", `{"url":5}`, "executor.url", loose},

@@ -277,13 +277,14 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 	return &runtime{cfg: cfg, log: log, gate: g, st: st, led: led, client: cfg.Socket, admin: cfg.AdminSocket}, nil
 }
 
-// secretEnv collects LATCHGATE_SECRET_<NAME> variables.
+// secretEnv collects the LATCHGATE_SECRET_<NAME> variables, keyed by
+// their full names as actions.NewSecretSource expects.
 func secretEnv() map[string]string {
 	out := map[string]string{}
 	for _, kv := range os.Environ() {
 		k, v, _ := strings.Cut(kv, "=")
-		if name, ok := strings.CutPrefix(k, "LATCHGATE_SECRET_"); ok && name != "" {
-			out[name] = v
+		if strings.HasPrefix(k, actions.SecretEnvPrefix) {
+			out[k] = v
 		}
 	}
 	return out

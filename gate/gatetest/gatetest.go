@@ -9,11 +9,13 @@ package gatetest
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -22,6 +24,7 @@ import (
 	"github.com/latchgate/latchgate/actions"
 	"github.com/latchgate/latchgate/clock"
 	"github.com/latchgate/latchgate/definitions"
+	"github.com/latchgate/latchgate/egress"
 	"github.com/latchgate/latchgate/gate"
 	"github.com/latchgate/latchgate/lease"
 	"github.com/latchgate/latchgate/lease/leasetest"
@@ -54,6 +57,16 @@ type Options struct {
 	RestrictACL bool
 	// Logger defaults to a no-op logger.
 	Logger *zerolog.Logger
+	// EgressAllowCIDRs enables the real egress dialer with this test-only
+	// escape hatch (e.g. 127.0.0.1/32 for httptest upstreams). Nil: http
+	// actions have no dialer and end with internal_error.
+	EgressAllowCIDRs []netip.Prefix
+	// RootCAs are the upstream TLS roots (test CAs).
+	RootCAs *x509.CertPool
+	// Resolver replaces DNS for egress (tests map names to loopback).
+	Resolver egress.Resolver
+	// Secrets feed {{secret.NAME}}.
+	Secrets map[string]string
 }
 
 // Option changes Options.
@@ -83,6 +96,18 @@ func WithPolicyDir(d string) Option { return func(o *Options) { o.PolicyDir = d 
 
 // WithLease sets the lease config.
 func WithLease(c lease.Config) Option { return func(o *Options) { o.Lease = c } }
+
+// WithLogger sends the gate's logs to l.
+func WithLogger(l zerolog.Logger) Option { return func(o *Options) { o.Logger = &l } }
+
+// WithEgress enables the real egress dialer allowing the given test CIDRs,
+// with optional TLS roots and resolver.
+func WithEgress(cidrs []netip.Prefix, roots *x509.CertPool, r egress.Resolver) Option {
+	return func(o *Options) { o.EgressAllowCIDRs, o.RootCAs, o.Resolver = cidrs, roots, r }
+}
+
+// WithSecrets sets the secret values.
+func WithSecrets(m map[string]string) Option { return func(o *Options) { o.Secrets = m } }
 
 // Server is a running test gate.
 type Server struct {
@@ -159,7 +184,26 @@ func NewServer(tb testing.TB, opts ...Option) *Server {
 	if err != nil {
 		tb.Fatalf("gatetest: ledger: %v", err)
 	}
-	runner, err := actions.NewRunner(actions.RunnerConfig{}, actions.RunnerDeps{Clock: o.Clock, Logger: log})
+	rdeps := actions.RunnerDeps{Clock: o.Clock, Logger: log}
+	if o.EgressAllowCIDRs != nil {
+		d, err := egress.NewDialer(egress.Config{AllowCIDRs: o.EgressAllowCIDRs, Resolver: o.Resolver}, egress.Deps{Logger: log, Clock: o.Clock})
+		if err != nil {
+			tb.Fatalf("gatetest: egress: %v", err)
+		}
+		rdeps.Dialer = d
+	}
+	if o.Secrets != nil {
+		env := map[string]string{}
+		for k, v := range o.Secrets {
+			env[actions.SecretEnvPrefix+k] = v
+		}
+		src, err := actions.NewSecretSource(env, "")
+		if err != nil {
+			tb.Fatalf("gatetest: secrets: %v", err)
+		}
+		rdeps.Secrets = src
+	}
+	runner, err := actions.NewRunner(actions.RunnerConfig{RootCAs: o.RootCAs}, rdeps)
 	if err != nil {
 		tb.Fatalf("gatetest: runner: %v", err)
 	}
