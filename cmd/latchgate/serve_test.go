@@ -76,6 +76,12 @@ func (p *proc) logs() string {
 // startGate runs serve --dev with sockets in a short temp dir.
 func startGate(t *testing.T, state string, args ...string) *proc {
 	t.Helper()
+	return startGateEnv(t, state, nil, args...)
+}
+
+// startGateEnv is startGate with extra environment variables.
+func startGateEnv(t *testing.T, state string, env []string, args ...string) *proc {
+	t.Helper()
 	sock, err := os.MkdirTemp("", "lgs")
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +91,7 @@ func startGate(t *testing.T, state string, args ...string) *proc {
 		state: state, log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
 	full := append([]string{"serve", "--dev", "--socket", p.socket, "--admin-socket", p.admin, "--state-dir", state}, args...)
 	p.cmd = exec.Command(binPath, full...)
+	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout = lockedBuf{p.mu, p.log}
 	p.cmd.Stderr = lockedBuf{p.mu, p.log}
 	if err := p.cmd.Start(); err != nil {
@@ -459,4 +466,49 @@ egress:
 		t.Fatalf("no interrupted receipt for the execution cut off by kill -9")
 	}
 	t.Logf("%d acknowledged receipts survived kill -9", len(got))
+}
+
+// Secrets given as LATCHGATE_SECRET_<NAME> reach the upstream through the
+// gate, and never the agent.
+func TestSecretFromEnvironment(t *testing.T) {
+	const secret = "env-secret-value-123456"
+	got := make(chan string, 1)
+	up := &http.Server{ReadHeaderTimeout: time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case got <- r.Header.Get("Authorization"):
+		default:
+		}
+		_, _ = w.Write([]byte(`{"ok":true}`))
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = up.Serve(ln) }()
+	defer up.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	mdir := t.TempDir()
+	m := fmt.Sprintf("action_id: local_call\nversion: 1.0.0\nrisk_level: low\ninput_schema: {type: object}\nsecrets: [LOCAL_TOKEN]\nexecutor:\n  kind: http\n  method: GET\n  url: http://127.0.0.1:%d/x\n  headers: {Authorization: \"Bearer {{secret.LOCAL_TOKEN}}\"}\n  allow_insecure_http: true\negress:\n  profile: proxy_allowlist\n  allowed_domains: [\"127.0.0.1\"]\n  allowed_ports: [%d]\n", port, port)
+	if err := os.WriteFile(filepath.Join(mdir, "local_call.yaml"), []byte(m), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startGateEnv(t, t.TempDir(), []string{"LATCHGATE_SECRET_LOCAL_TOKEN=" + secret},
+		"--manifests-dir", mdir, "--egress-allow-cidr", "127.0.0.1/32")
+	p.waitReady(t)
+	c, err := sdk.New(sdk.WithSocket(p.socket), sdk.WithAgentID("env"), sdk.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	res, err := c.Execute(context.Background(), "local_call", map[string]any{})
+	if err != nil {
+		t.Fatalf("execute: %v\n%s", err, p.logs())
+	}
+	if auth := <-got; auth != "Bearer "+secret {
+		t.Fatalf("upstream saw Authorization %q, want the secret from the environment", auth)
+	}
+	out, _ := json.Marshal(res.Output)
+	if strings.Contains(string(out), secret) || strings.Contains(p.logs(), secret) {
+		t.Fatalf("secret leaked to the agent or the log")
+	}
 }
