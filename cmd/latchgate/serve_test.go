@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -511,4 +512,80 @@ func TestSecretFromEnvironment(t *testing.T) {
 	if strings.Contains(string(out), secret) || strings.Contains(p.logs(), secret) {
 		t.Fatalf("secret leaked to the agent or the log")
 	}
+}
+
+// The standalone egress proxy allows a listed target only with the test
+// CIDR hatch, and refuses unlisted targets.
+func TestEgressProxyProcess(t *testing.T) {
+	up := &http.Server{ReadHeaderTimeout: time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("upstream-ok"))
+	})}
+	uln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = up.Serve(uln) }()
+	defer up.Close()
+	target := uln.Addr().String()
+
+	run := func(t *testing.T, extra ...string) (*http.Client, func()) {
+		pl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := pl.Addr().String()
+		_ = pl.Close()
+		args := append([]string{"egress-proxy", "--listen", addr, "--allow", target}, extra...)
+		cmd := exec.Command(binPath, args...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 100; i++ {
+			if c, err := net.Dial("tcp", addr); err == nil {
+				_ = c.Close()
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		proxyURL, _ := url.Parse("http://" + addr)
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
+		return c, func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	}
+
+	t.Run("denied-without-hatch", func(t *testing.T) {
+		c, stop := run(t)
+		defer stop()
+		resp, err := c.Get("http://" + target + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("loopback target without --egress-allow-cidr = %d, want 403", resp.StatusCode)
+		}
+	})
+	t.Run("allowed-with-hatch", func(t *testing.T) {
+		c, stop := run(t, "--egress-allow-cidr", "127.0.0.1/32")
+		defer stop()
+		resp, err := c.Get("http://" + target + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "upstream-ok" {
+			t.Fatalf("allowed target = %d %q", resp.StatusCode, b)
+		}
+		// An unlisted port on the same host is refused.
+		resp, err = c.Get("http://127.0.0.1:1/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("unlisted port = %d, want 403", resp.StatusCode)
+		}
+	})
 }
