@@ -28,6 +28,7 @@ import (
 	"github.com/latchgate/latchgate/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -197,6 +198,9 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 	sdeps := store.Deps{Clock: clk, Logger: log.With().Str("component", "store").Logger()}
 	if cfg.RedisURL != "" {
 		mode = "redis"
+		// go-redis logs pool errors through a process-wide logger; route it
+		// into ours (cmd is the only place allowed to set globals).
+		redis.SetLogger(redisLogger{log.With().Str("component", "redis").Logger()})
 		mac, err := lease.LoadSecret(cfg.KeysDir, "store-mac.key", 32)
 		if err != nil {
 			return nil, err
@@ -275,6 +279,13 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 		return nil, err
 	}
 	return &runtime{cfg: cfg, log: log, gate: g, st: st, led: led, client: cfg.Socket, admin: cfg.AdminSocket}, nil
+}
+
+// redisLogger adapts zerolog to go-redis's logger.
+type redisLogger struct{ l zerolog.Logger }
+
+func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
+	r.l.Warn().Msg(strings.TrimSpace(fmt.Sprintf(format, v...)))
 }
 
 // secretEnv collects the LATCHGATE_SECRET_<NAME> variables, keyed by
