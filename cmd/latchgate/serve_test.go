@@ -589,3 +589,31 @@ func TestEgressProxyProcess(t *testing.T) {
 		}
 	})
 }
+
+// --http serves client routes only; proofs bind to http://127.0.0.1:<port>.
+func TestTCPListener(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	p := startGate(t, t.TempDir(), "--http", addr, "--unsafe-expose-http")
+	p.waitReady(t)
+	c, err := sdk.New(sdk.WithBaseURL("http://"+addr), sdk.WithAgentID("tcp-agent"), sdk.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Execute(context.Background(), "echo", map[string]any{"via": "tcp"}); err != nil {
+		t.Fatalf("execute over TCP: %v\n%s", err, p.logs())
+	}
+	resp, err := http.Post("http://"+addr+"/v1/leases/revoke", "application/json", strings.NewReader(`{"all":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("admin route over TCP = %d, want 404", resp.StatusCode)
+	}
+}
