@@ -305,6 +305,9 @@ func (g *Gate) Run(ctx context.Context, ln net.Listener, kind string) error {
 		return err
 	case <-ctx.Done():
 	}
+	// New requests on connections still open answer 503 draining while
+	// in-flight ones finish within the grace period.
+	g.SetDraining()
 	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownGrace)
 	defer cancel()
 	err := srv.Shutdown(sctx)

@@ -58,3 +58,16 @@ func TestReceiptOfOtherPrincipalIsNotFound(t *testing.T) {
 	// Operators see every receipt on the admin socket.
 	wantStatus(t, gatetest.Do(t, s.AdminClient(), "GET", "/v1/receipts/"+id, nil, nil), 200, "")
 }
+
+// After shutdown starts, requests on open connections answer 503 draining.
+func TestDrainingAnswers503(t *testing.T) {
+	s := gatetest.NewServer(t)
+	a := newAgent(t, s, nil)
+	wantStatus(t, a.Execute("echo", map[string]any{}, nil), 200, "")
+	s.Gate.SetDraining()
+	r := a.Execute("echo", map[string]any{}, nil)
+	wantStatus(t, r, 503, "draining")
+	if n, _ := s.Ledger.Stats(); n != 1 {
+		t.Fatalf("a request ran while draining: %d receipts", n)
+	}
+}
