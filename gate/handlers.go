@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/latchgate/latchgate/actions"
@@ -230,14 +229,7 @@ func (g *Gate) receiptWithStatus(id string) ([]byte, string, error) {
 	if err := json.Unmarshal(raw, &head); err != nil {
 		return nil, "", err
 	}
-	status := g.led.SignatureStatus(raw)
-	// Served exactly as stored, plus signature_status.
-	out := make([]byte, 0, len(raw)+40)
-	trimmed := strings.TrimRight(string(raw), " \n")
-	out = append(out, trimmed[:len(trimmed)-1]...)
-	out = append(out, `,"signature_status":`...)
-	out = strconv.AppendQuote(out, status)
-	out = append(out, '}')
+	out := receipts.WithSignatureStatus(raw, g.led.SignatureStatus(raw))
 	return out, head.Principal, nil
 }
 

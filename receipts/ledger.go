@@ -1034,7 +1034,8 @@ func (l *Ledger) SignatureStatus(raw json.RawMessage) string {
 // "signature_status" appended, for serving.
 func WithSignatureStatus(raw json.RawMessage, status string) json.RawMessage {
 	out := make([]byte, 0, len(raw)+40)
-	out = append(out, bytes.TrimRight(raw, "} \n")...)
+	// Remove exactly the object's closing brace (and trailing space).
+	out = append(out, bytes.TrimSuffix(bytes.TrimRight(raw, " \t\r\n"), []byte("}"))...)
 	out = append(out, `,"signature_status":"`...)
 	out = append(out, status...)
 	return append(out, `"}`...)
