@@ -344,4 +344,3 @@ func TestRedisKilledAndEmptiedUnderLoad(t *testing.T) {
 func fastStoreConfig() gate.Config {
 	return gate.Config{Dev: true, TrustAgentID: true, StoreTimeout: 300 * time.Millisecond}
 }
-
