@@ -57,7 +57,9 @@ func hostileCorpus() []hostileCase {
 	good := func(a *gatetest.Agent, body []byte) string {
 		return a.Key.Proof("POST", "http://localhost"+echoPath, a.Lease, body)
 	}
-	hdr := func(a *gatetest.Agent) string { return `{"typ":"dpop+jwt","alg":"ES256","jwk":` + string(a.Key.JWK()) + `}` }
+	hdr := func(a *gatetest.Agent) string {
+		return `{"typ":"dpop+jwt","alg":"ES256","jwk":` + string(a.Key.JWK()) + `}`
+	}
 	deep := []byte(strings.Repeat("[", 10000) + strings.Repeat("]", 10000))
 	deepObj := []byte(strings.Repeat(`{"a":`, 10000) + "1" + strings.Repeat("}", 10000))
 	jsonCT := func(*gatetest.Agent, []byte) http.Header { return http.Header{"Content-Type": {"application/json"}} }
@@ -282,4 +284,3 @@ func TestConnectionCap(t *testing.T) {
 		t.Fatal("the queued connection was never served after a slot freed")
 	}
 }
-
