@@ -91,7 +91,7 @@ func TestUpstreamFaults(t *testing.T) {
 			}
 			runtime.ReadMemStats(&after)
 			if res.Kind != tc.kind {
-				t.Fatalf("Execute(%s).Kind = %s (%q), want %s", tc.name, res.Kind, res.Summary, tc.kind)
+				t.Fatalf("Execute(%s).Kind = %s (%q) output %s, want %s", tc.name, res.Kind, res.Summary, res.Output, tc.kind)
 			}
 			if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
 				t.Fatalf("Execute(%s) allocated %d MiB", tc.name, grew>>20)
