@@ -5,12 +5,13 @@ GO        ?= go
 BIN       := bin/latchgate
 DEV_STATE ?= .dev/state
 FUZZTIME  ?= 30s
+SOAK_DURATION ?= 5m
 GOTESTFLAGS ?=
 
 export LATCHGATE_REQUIRE_REDIS ?= 1
 
 .PHONY: all build run test test-go test-policy test-sdk test-sdk-go test-sdk-python \
-        test-sdk-typescript test-smoke bench fuzz lint clean
+        test-sdk-typescript test-smoke test-faults bench fuzz soak lint clean
 
 all: build
 
@@ -21,7 +22,8 @@ build:
 run: build
 	./$(BIN) serve --dev --state-dir $(DEV_STATE)
 
-## test: every test, as CI runs it.
+## test: every test, as CI runs it. test-go runs the fault-injection,
+## concurrency, hostile-input tests and every fuzz target's seed corpus too.
 test: test-go test-policy test-sdk test-smoke
 
 test-go:
@@ -49,6 +51,19 @@ test-sdk-typescript:
 ## test-smoke: a real gate in a temp dir, driven by all three SDKs.
 test-smoke: build
 	./scripts/smoke.sh $(SDK_LANGS)
+
+## test-faults: only the fault-injection, concurrency and hostile-input
+## tests (Redis killed/paused/emptied, ledger write failures, kill -9,
+## upstream faults, races, the hostile corpus). make test runs them too.
+FAULT_TESTS := Ledger|Redis|Kill9|Upstream|OneProof|BudgetRace|IdempotencyKeyRace|RevokeRaces|Hostile|HeaderFlood|SlowClient|ConnectionCap|StartsBeforeRedis
+test-faults:
+	./scripts/ensure-redis.sh
+	$(GO) test -race -count=1 -run '$(FAULT_TESTS)' ./gate/ ./actions/ ./cmd/latchgate/
+
+## soak: a steady load on the real binary for SOAK_DURATION (not in CI);
+## reports RSS, goroutines, threads, open files and latency per interval.
+soak:
+	LATCHGATE_SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -timeout 0 -run '^TestSoak$$' -v ./cmd/latchgate/
 
 ## bench: Go micro-benchmarks of the hot path.
 bench:

@@ -118,6 +118,12 @@ func (h *httpExecutor) execute(ctx context.Context, p *Plan, g GrantInfo) *Resul
 		Timeout:       a.Timeout,
 	}
 
+	// The whole exchange, body included, is bounded by the manifest timeout
+	// through ctx as well as client.Timeout: an upstream that ends its body
+	// cleanly only because the client gave up (a Go server does, on the
+	// client's close_notify) must not turn a truncated body into success.
+	ctx, cancel := context.WithTimeout(ctx, a.Timeout)
+	defer cancel()
 	var body io.Reader
 	if rr.hasBody {
 		body = bytes.NewReader(rr.body)
@@ -144,6 +150,9 @@ func (h *httpExecutor) execute(ctx context.Context, p *Plan, g GrantInfo) *Resul
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, a.MaxResponseBytes+1))
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err() // the deadline passed while the body was read
+	}
 	if err != nil {
 		res := classifyTransportError(ctx, err, a)
 		res.StatusCode = resp.StatusCode

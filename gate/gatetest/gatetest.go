@@ -67,6 +67,8 @@ type Options struct {
 	Resolver egress.Resolver
 	// Secrets feed {{secret.NAME}}.
 	Secrets map[string]string
+	// LedgerFS replaces the ledger's file system (fault injection).
+	LedgerFS receipts.FS
 }
 
 // Option changes Options.
@@ -93,6 +95,9 @@ func WithManifestsDir(d string) Option { return func(o *Options) { o.ManifestsDi
 
 // WithPolicyDir replaces the policy.
 func WithPolicyDir(d string) Option { return func(o *Options) { o.PolicyDir = d } }
+
+// WithLedgerFS makes the ledger use fs (fault-injection tests).
+func WithLedgerFS(fs receipts.FS) Option { return func(o *Options) { o.LedgerFS = fs } }
 
 // WithLease sets the lease config.
 func WithLease(c lease.Config) Option { return func(o *Options) { o.Lease = c } }
@@ -180,7 +185,7 @@ func NewServer(tb testing.TB, opts ...Option) *Server {
 		}
 	}
 	led, err := receipts.Open(receipts.Config{Dir: filepath.Join(o.StateDir, "ledger"), GateID: o.Config.GateID},
-		receipts.Deps{Clock: o.Clock, Logger: log, Syncer: st})
+		receipts.Deps{Clock: o.Clock, Logger: log, Syncer: st, FS: o.LedgerFS})
 	if err != nil {
 		tb.Fatalf("gatetest: ledger: %v", err)
 	}
