@@ -288,7 +288,7 @@ func (g *Gate) Run(ctx context.Context, ln net.Listener, kind string) error {
 		ReadTimeout:       60 * time.Second,
 		WriteTimeout:      120 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    hardHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 		ConnContext: func(c context.Context, conn net.Conn) context.Context {
 			return withPeer(c, peerOfConn(conn, kind))

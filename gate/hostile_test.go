@@ -206,9 +206,11 @@ func TestHeaderFloodRefused(t *testing.T) {
 	if err != nil {
 		t.Fatalf("header flood: %v", err)
 	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
-		t.Fatalf("header flood = %d, want 431", resp.StatusCode)
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge || resp.Header.Get("Content-Type") != "application/json" ||
+		!strings.Contains(string(body), `"error":"bad_request"`) {
+		t.Fatalf("header flood = %d %q %s, want a JSON 431", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
 	if r := gatetest.Do(t, s.Client(), "GET", "/healthz", nil, nil); r.Status != 200 {
 		t.Fatalf("healthz after flood = %d", r.Status)

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/latchgate/latchgate/lease"
 	"github.com/latchgate/latchgate/store"
@@ -78,15 +80,25 @@ func (r *leaseRequest) validate() error {
 }
 
 // decodeStrict decodes a JSON object body into v; unknown members are
-// ignored, malformed JSON is 400 invalid_json.
+// ignored. Malformed JSON, invalid UTF-8, duplicate member names (at any
+// depth) or a body that is not one object are 400.
 func decodeStrict(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		body = []byte("{}")
+	}
+	if !utf8.Valid(body) {
+		return errBadJSON("The request body is not valid UTF-8.", nil)
+	}
+	if err := checkDuplicates(body); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
 		var ute *json.UnmarshalTypeError
 		if errors.As(err, &ute) {
+			if ute.Field == "" {
+				return errInvalidRequest("The request body must be a JSON object.")
+			}
 			return errInvalidRequest("A member has the wrong type: " + ute.Field + ".")
 		}
 		return errBadJSON("The request body is not valid JSON.", err)
@@ -95,6 +107,60 @@ func decodeStrict(body []byte, v any) error {
 		return errBadJSON("The request body holds more than one JSON value.", nil)
 	}
 	return nil
+}
+
+// checkDuplicates refuses JSON with duplicate member names at any depth,
+// so every reader of the body sees the same values.
+func checkDuplicates(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	type frame struct {
+		object bool
+		keys   map[string]struct{}
+		key    bool // the next string token in an object is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return errBadJSON("The request body is not valid JSON.", err)
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				stack = append(stack, &frame{object: true, keys: map[string]struct{}{}, key: true})
+				continue
+			case '[':
+				stack = append(stack, &frame{})
+				continue
+			default:
+				stack = stack[:len(stack)-1]
+			}
+		case string:
+			if top != nil && top.object && top.key {
+				if _, dup := top.keys[t]; dup {
+					return errBadJSON("The request body repeats a member name.", nil)
+				}
+				top.keys[t] = struct{}{}
+				top.key = false
+				continue
+			}
+		}
+		if len(stack) > 0 && stack[len(stack)-1].object {
+			stack[len(stack)-1].key = true
+		}
+		if len(stack) > 512 {
+			return errInvalidRequest("The request body is nested too deeply.")
+		}
+	}
 }
 
 // principalFor picks the principal for a lease request (PROTOCOL §3.1).

@@ -1,6 +1,7 @@
 package gate_test
 
 import (
+	"net/http"
 	"testing"
 
 	"github.com/latchgate/latchgate/gate"
@@ -70,4 +71,29 @@ func TestDrainingAnswers503(t *testing.T) {
 	if n, _ := s.Ledger.Stats(); n != 1 {
 		t.Fatalf("a request ran while draining: %d receipts", n)
 	}
+}
+
+// Lease and admin bodies are parsed as strictly as proofs and arguments.
+func TestStrictRequestBodies(t *testing.T) {
+	s := gatetest.NewServer(t)
+	a := s.NewAgent(t)
+	jwk := string(a.Key.JWK())
+	ct := http.Header{"Content-Type": {"application/json"}}
+	for _, tt := range []struct {
+		name, body, code string
+	}{
+		{"duplicate-top", `{"dpop_jwk":` + jwk + `,"agent_id":"a","agent_id":"b"}`, "invalid_json"},
+		{"duplicate-nested", `{"dpop_jwk":` + jwk + `,"budgets":{"max_calls":1,"max_calls":100}}`, "invalid_json"},
+		{"not-utf8", "{\"dpop_jwk\":" + jwk + ",\"agent_id\":\"\xff\"}", "invalid_json"},
+		{"array", `[1,2]`, "invalid_request"},
+		{"two-values", `{"dpop_jwk":` + jwk + `} {}`, "invalid_json"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := gatetest.Do(t, s.Client(), "POST", "/v1/leases", []byte(tt.body), ct)
+			wantStatus(t, r, 400, tt.code)
+		})
+	}
+	// Same key in two sibling objects is fine.
+	ok := `{"dpop_jwk":` + jwk + `,"agent_id":"ok","budgets":{"max_calls":5}}`
+	wantStatus(t, gatetest.Do(t, s.Client(), "POST", "/v1/leases", []byte(ok), ct), 200, "")
 }

@@ -123,6 +123,13 @@ const (
 // redirects, no cleaning) and renders the mux's own 404/405 as JSON.
 func (g *Gate) frontDoor(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if headerBytes(r.Header) > maxHeaderBytes {
+			g.serve(w, r, "unknown", func(w http.ResponseWriter, _ *http.Request) error {
+				w.Header().Set("Connection", "close")
+				return newError(http.StatusRequestHeaderFieldsTooLarge, CodeBadRequest, "The request headers are too large.", nil)
+			})
+			return
+		}
 		if !canonicalPath(r.URL.Path) || r.URL.RawPath != "" && !canonicalPath(r.URL.RawPath) {
 			g.serve(w, r, "unknown", func(http.ResponseWriter, *http.Request) error {
 				return newError(http.StatusNotFound, CodeNotFound, "No such route.", nil)
@@ -148,6 +155,24 @@ func (g *Gate) frontDoor(mux *http.ServeMux) http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// Header limits: the gate refuses more than maxHeaderBytes of headers with
+// a JSON 431; net/http itself cuts off at hardHeaderBytes (answering its
+// own plain 431 before any gate code runs).
+const (
+	maxHeaderBytes  = 64 << 10
+	hardHeaderBytes = 256 << 10
+)
+
+func headerBytes(h http.Header) int {
+	n := 0
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
 }
 
 // probeWriter captures a handler's status and headers, discarding the body.
