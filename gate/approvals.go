@@ -210,7 +210,6 @@ func (g *Gate) handleDeny(w http.ResponseWriter, r *http.Request) error {
 		return errStoreUnavailable(err)
 	}
 	if a.DecidedBy != by || a.State != store.ApprovalDenied || a.Reason != req.Reason {
-		g.noteExpired(r.Context(), a, now)
 		writeRawJSON(w, http.StatusOK, alreadyBody(a.State))
 		return nil
 	}
@@ -264,7 +263,6 @@ func (g *Gate) handleApprove(w http.ResponseWriter, r *http.Request) error {
 		return errStoreUnavailable(err)
 	}
 	if a.State != store.ApprovalPending {
-		g.noteExpired(r.Context(), a, now)
 		writeRawJSON(w, http.StatusOK, alreadyBody(a.State))
 		return nil
 	}
@@ -394,16 +392,6 @@ func cloneFinished(a *store.Approval, st store.ApprovalState, by, reason, receip
 	c := *a
 	c.State, c.DecidedBy, c.Reason, c.ReceiptID = st, by, reason, receiptID
 	return &c
-}
-
-// noteExpired records the audit record and event of an approval that a
-// deny or approve just moved to expired (the sweep may not have seen it).
-func (g *Gate) noteExpired(ctx context.Context, a *store.Approval, now time.Time) {
-	if a.State != store.ApprovalExpired || !a.DecidedAt.Equal(now) || a.DecidedBy != "" {
-		return
-	}
-	_ = g.audit(ctx, &receipts.AuditRecord{TraceID: a.TraceID, Principal: a.Principal, SessionID: a.SessionID, ActionID: a.ActionID, RequestHash: a.RequestHash, Decision: receipts.DecisionExpired, ApprovalID: a.ID, Reason: "expired"})
-	g.emitApproval(events.ApprovalExpired, a)
 }
 
 // releaseClaimAsFailed ends a claim that could not proceed for lack of a

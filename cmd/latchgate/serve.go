@@ -21,11 +21,13 @@ import (
 	"github.com/latchgate/latchgate/clock"
 	"github.com/latchgate/latchgate/definitions"
 	"github.com/latchgate/latchgate/egress"
+	"github.com/latchgate/latchgate/events"
 	"github.com/latchgate/latchgate/gate"
 	"github.com/latchgate/latchgate/lease"
 	"github.com/latchgate/latchgate/policy"
 	"github.com/latchgate/latchgate/receipts"
 	"github.com/latchgate/latchgate/store"
+	"github.com/latchgate/latchgate/webhooks"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
@@ -81,6 +83,8 @@ type runtime struct {
 	cfg       *fileConfig
 	log       zerolog.Logger
 	gate      *gate.Gate
+	hooks     *webhooks.Service
+	events    *events.Journal
 	st        store.Store
 	led       *receipts.Ledger
 	client    string
@@ -267,14 +271,27 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	evj, err := events.Open(events.Config{Path: filepath.Join(cfg.StateDir, "events", "events.log")}, clk, log)
+	if err != nil {
+		_ = led.Close()
+		_ = st.Close()
+		return nil, err
+	}
+	hooks, err := webhooks.New(cfg.webhookConfig(), webhooks.Deps{Source: evj, Dialer: dialer, Clock: clk, Logger: log})
+	if err != nil {
+		_ = evj.Close()
+		_ = led.Close()
+		_ = st.Close()
+		return nil, err
+	}
 	g, err := gate.New(gcfg, gate.Deps{
 		Store: st, Leases: auth, LeaseKey: keys, Ledger: led, Runner: runner, Initial: snap, Reload: load,
-		Clock: clk, Logger: log, Metrics: reg, Gatherer: reg,
+		Events: evj, Webhooks: hooks, Clock: clk, Logger: log, Metrics: reg, Gatherer: reg,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &runtime{cfg: cfg, log: log, gate: g, st: st, led: led, client: cfg.Socket, admin: cfg.AdminSocket}, nil
+	return &runtime{cfg: cfg, log: log, gate: g, hooks: hooks, events: evj, st: st, led: led, client: cfg.Socket, admin: cfg.AdminSocket}, nil
 }
 
 // secretEnv collects LATCHGATE_SECRET_<NAME> variables.
@@ -343,6 +360,7 @@ func gateConfig(cfg *fileConfig, id, mode string, maxBody int64) (gate.Config, e
 		StoreTimeout: cfg.Store.Timeout, Operators: ops, AllowOperatorAgents: cfg.Identity.AllowOperatorAgents,
 		TrustAgentID: trust, Identities: idents, Principals: principals, LeaseRate: leaseRate, ExecRate: execRate,
 		PendingTTL: cfg.Approvals.PendingTTL, MaxPendingPerSession: cfg.Approvals.MaxPendingPerSession, MaxConns: maxConns,
+		ApprovalSweep: cfg.Approvals.Sweep, LearnTTL: cfg.Approvals.LearnTTL,
 	}, nil
 }
 
@@ -388,6 +406,8 @@ func (rt *runtime) serve(ctx context.Context) error {
 	if tln != nil {
 		eg.Go(func() error { return rt.gate.Run(ectx, tln, gate.ListenerTCP) })
 	}
+	eg.Go(func() error { return rt.gate.RunSweeper(ectx) })
+	eg.Go(func() error { return rt.hooks.Run(ectx) })
 	rt.log.Info().Str("socket", rt.client).Str("admin_socket", rt.admin).Str("state_dir", rt.cfg.StateDir).
 		Bool("dev", rt.cfg.Dev).Str("version", gate.Version).Msg("latchgate serving")
 	if rt.cfg.Dev {
@@ -426,6 +446,9 @@ func (rt *runtime) close() {
 	rt.closeOnce.Do(func() {
 		if err := rt.led.Close(); err != nil && !errors.Is(err, receipts.ErrClosed) {
 			rt.log.Error().Err(err).Msg("ledger close")
+		}
+		if err := rt.events.Close(); err != nil {
+			rt.log.Error().Err(err).Msg("events close")
 		}
 		if err := rt.st.Close(); err != nil {
 			rt.log.Error().Err(err).Msg("store close")
