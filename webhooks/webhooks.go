@@ -488,7 +488,7 @@ func (s *Service) Run(ctx context.Context) error {
 		if len(ids) > 0 {
 			continue
 		}
-		wait := time.Second
+		wait := 250 * time.Millisecond
 		if !next.IsZero() {
 			wait = min(max(next.Sub(s.deps.Clock.Now()), time.Millisecond), wait)
 		}
