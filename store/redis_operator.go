@@ -41,7 +41,7 @@ func openRecord[T any](r *Redis, kind, id string, rc record, idOf func(*T) strin
 func listRecords[T any](ctx context.Context, r *Redis, index string, keyOf func(string) string, kind string, idOf func(*T) string) ([]*T, error) {
 	ctx, cancel := r.ctx(ctx)
 	defer cancel()
-	ids, err := r.client.ZRevRange(ctx, index, 0, -1).Result()
+	ids, err := r.client.ZRangeArgs(ctx, redis.ZRangeArgs{Key: index, Start: 0, Stop: -1, Rev: true}).Result()
 	if err != nil {
 		return nil, unavailable(err)
 	}

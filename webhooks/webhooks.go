@@ -345,7 +345,7 @@ func (s *Service) save() error {
 	if err != nil {
 		return fmt.Errorf("webhooks: save outbox: %w", err)
 	}
-	if _, err := fh.Write(b); err == nil {
+	if _, err = fh.Write(b); err == nil {
 		err = fh.Sync()
 	}
 	if cerr := fh.Close(); err == nil {

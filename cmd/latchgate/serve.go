@@ -32,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -59,7 +60,12 @@ broken set is rejected and the old one keeps serving).`,
 		Args: cobra.NoArgs,
 		RunE: runServe,
 	}
-	f := cmd.Flags()
+	addServeFlags(cmd.Flags())
+	return cmd
+}
+
+// addServeFlags declares the configuration flags (serve and doctor).
+func addServeFlags(f *pflag.FlagSet) {
 	f.String("config", "", "YAML config file (LATCHGATE_CONFIG)")
 	f.String("socket", "", "client socket path (default /run/latchgate/gate.sock, else $XDG_RUNTIME_DIR/latchgate/gate.sock, else /tmp/latchgate-<uid>/gate.sock)")
 	f.String("admin-socket", "", "admin socket path (default like --socket with latchgate-admin/gate-admin.sock)")
@@ -75,7 +81,6 @@ broken set is rejected and the old one keeps serving).`,
 	f.String("log-level", "", "debug, info, warn or error (default info)")
 	f.String("gate-id", "", "this gate's id in receipts (default: persisted in <state-dir>/gate-id)")
 	f.StringArray("egress-allow-cidr", nil, "TEST ONLY: let egress reach this denied range (repeatable, logged loudly)")
-	return cmd
 }
 
 // runtime is a wired gate and what must be closed after it.
