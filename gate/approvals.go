@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/latchgate/latchgate/events"
 	"github.com/latchgate/latchgate/policy"
 	"github.com/latchgate/latchgate/receipts"
 	"github.com/latchgate/latchgate/store"
@@ -198,7 +199,8 @@ func (g *Gate) handleDeny(w http.ResponseWriter, r *http.Request) error {
 	by := g.operatorName(peerFrom(r.Context()))
 	ctx, cancel := g.storeCtx(r.Context())
 	defer cancel()
-	a, err := g.st.DecideApproval(ctx, id, store.ApprovalDenied, by, req.Reason, g.clk.Now())
+	now := g.clk.Now()
+	a, err := g.st.DecideApproval(ctx, id, store.ApprovalDenied, by, req.Reason, now)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return approvalNotFound()
@@ -212,6 +214,7 @@ func (g *Gate) handleDeny(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	_ = g.audit(r.Context(), &receipts.AuditRecord{TraceID: a.TraceID, Principal: a.Principal, SessionID: a.SessionID, ActionID: a.ActionID, RequestHash: a.RequestHash, Decision: receipts.DecisionDenied, ApprovalID: a.ID, DecidedBy: by, Reason: req.Reason})
+	g.emitApproval(events.ApprovalDenied, a)
 	writeJSON(w, http.StatusOK, map[string]string{"decision": "denied", "approval_id": a.ID, "reason": req.Reason})
 	return nil
 }
@@ -277,9 +280,17 @@ func (g *Gate) handleApprove(w http.ResponseWriter, r *http.Request) error {
 	if !ok || act.Digest != a.ActionDigest {
 		return fail("plan_changed", "")
 	}
-	plan, err := act.Prepare(a.Args, nil)
+	learned, err := g.learnedHosts(r.Context(), a.Principal, a.ActionID)
+	if err != nil {
+		g.releaseClaimAsFailed(a, by)
+		return err
+	}
+	plan, err := act.Prepare(a.Args, learned)
 	if err != nil || plan.RequestHash != a.RequestHash {
 		return fail("plan_changed", "")
+	}
+	if len(plan.Forbidden) > 0 {
+		return fail("egress_target_forbidden", "")
 	}
 	sctx, scancel := g.storeCtx(r.Context())
 	sess, err := g.st.GetSession(sctx, a.SessionID)
@@ -292,6 +303,8 @@ func (g *Gate) handleApprove(w http.ResponseWriter, r *http.Request) error {
 		return errStoreUnavailable(err)
 	case sess.Revoked:
 		return fail("session_revoked", "")
+	case !now.Before(sess.MaxExpiresAt):
+		return fail("session_expired", "")
 	}
 	in := &policy.Input{
 		Principal: a.Principal, SessionID: a.SessionID, AgentID: a.AgentID,
@@ -299,7 +312,7 @@ func (g *Gate) handleApprove(w http.ResponseWriter, r *http.Request) error {
 		Action: policy.Action{
 			ID: act.ID, Version: act.Version, RiskLevel: act.RiskLevel, RequiredScopes: nonNil(act.RequiredScopes),
 			SideEffects: nonNil(act.SideEffects), CostCents: act.CostCents,
-			Egress: policy.Egress{Profile: act.Egress.Profile, AllowedDomains: nonNil(act.Egress.AllowedDomains), LearnedDomains: []string{}},
+			Egress: policy.Egress{Profile: act.Egress.Profile, AllowedDomains: nonNil(act.Egress.AllowedDomains), LearnedDomains: nonNil(learned)},
 		},
 		Request: policy.Request{Args: a.Args, Hash: a.RequestHash, SizeBytes: len(a.Args), TargetHosts: nonNil(a.TargetHosts), UnresolvedDomains: nonNil(a.UnresolvedDomains)},
 		Lease:   policy.Lease{Scopes: sess.Scopes, ExpiresAt: sess.LeaseExpiresAt.UTC().Format(time.RFC3339)},
@@ -315,10 +328,15 @@ func (g *Gate) handleApprove(w http.ResponseWriter, r *http.Request) error {
 		return fail("policy_changed", "")
 	}
 	appr := &receipts.Approval{Kind: receipts.ApprovalOperator, ApprovalID: a.ID, ApprovedBy: by, ApprovedAt: receipts.FormatTime(now)}
+	// The operator approved this exact request, unresolved hosts included:
+	// this one grant may reach them; learn_domain keeps them for later.
+	if req.LearnDomain && len(plan.Unresolved) > 0 {
+		g.learnDomains(r.Context(), a, by)
+	}
 	out, err := g.dispatch(r.Context(), dispatchRequest{
 		traceID: a.TraceID, action: act, plan: plan, principal: a.Principal, sessionID: a.SessionID,
 		agentID: a.AgentID, peer: Peer{UID: a.PeerUID, PID: a.PeerPID, HasCreds: a.PeerUID >= 0},
-		approval: appr, policyVersion: snap.Policy.Version(),
+		approval: appr, policyVersion: snap.Policy.Version(), learned: append(learned, plan.Unresolved...),
 	})
 	if err != nil {
 		e := asError(err)
@@ -349,11 +367,18 @@ func (g *Gate) finishApproval(a *store.Approval, st store.ApprovalState, by, rea
 	ctx, cancel := g.storeCtx(context.Background())
 	defer cancel()
 	now := g.clk.Now()
-	if _, err := g.st.FinishApproval(ctx, store.ApprovalFinish{
+	fin, err := g.st.FinishApproval(ctx, store.ApprovalFinish{
 		ID: a.ID, Token: a.Claim.Token, State: st, DecidedBy: by, DecidedAt: now,
 		Reason: reason, ReceiptID: receiptID, Output: output,
-	}); err != nil {
+	})
+	if err != nil {
 		g.log.Error().Err(err).Str(fApprovalID, a.ID).Msg("approval outcome not stored")
+		fin = cloneFinished(a, st, by, reason, receiptID)
+	}
+	if st == store.ApprovalApproved {
+		g.emitApproval(events.ApprovalApproved, fin)
+	} else {
+		g.emitApproval(events.ApprovalFailed, fin)
 	}
 	decision := receipts.DecisionApproved
 	if st == store.ApprovalFailed {
@@ -361,6 +386,12 @@ func (g *Gate) finishApproval(a *store.Approval, st store.ApprovalState, by, rea
 	}
 	_ = g.audit(ctx, &receipts.AuditRecord{TraceID: a.TraceID, Principal: a.Principal, SessionID: a.SessionID, ActionID: a.ActionID, RequestHash: a.RequestHash, Decision: decision, ApprovalID: a.ID, ReceiptID: receiptID, DecidedBy: by, Reason: reason})
 	g.log.Info().Str(fApprovalID, a.ID).Str(fDecision, string(st)).Str("by", by).Str(fReceiptID, receiptID).Msg("approval decided")
+}
+
+func cloneFinished(a *store.Approval, st store.ApprovalState, by, reason, receiptID string) *store.Approval {
+	c := *a
+	c.State, c.DecidedBy, c.Reason, c.ReceiptID = st, by, reason, receiptID
+	return &c
 }
 
 // releaseClaimAsFailed ends a claim that could not proceed for lack of a

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/latchgate/latchgate/actions"
+	"github.com/latchgate/latchgate/events"
 	"github.com/latchgate/latchgate/policy"
 	"github.com/latchgate/latchgate/receipts"
 	"github.com/latchgate/latchgate/store"
@@ -77,6 +78,9 @@ type dispatchRequest struct {
 	peer          Peer
 	approval      *receipts.Approval
 	policyVersion string
+	// learned are the egress entries the runner may reach besides the
+	// manifest's allowlist (learned domains, approved unresolved hosts).
+	learned []string
 }
 
 // outcome is a dispatched request's answer.
@@ -113,8 +117,12 @@ func (g *Gate) handleExecute(w http.ResponseWriter, r *http.Request) error {
 	if ok, wait := g.execLimiter.allow(c.session.ID); !ok {
 		return errRateLimited("Too many executes for this session; slow down.", wait)
 	}
-	// 4. parse and validate.
-	plan, err := act.Prepare(body, nil)
+	// 4. parse and validate (learned domains count as allowlisted).
+	learned, err := g.learnedHosts(r.Context(), c.session.Principal, act.ID)
+	if err != nil {
+		return err
+	}
+	plan, err := act.Prepare(body, learned)
 	if err != nil {
 		return prepareError(err, act.ID)
 	}
@@ -129,7 +137,7 @@ func (g *Gate) handleExecute(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	st, body2, err := g.decideAndRun(r.Context(), c, act, plan, traceID, snap)
+	st, body2, err := g.decideAndRun(r.Context(), c, act, plan, learned, traceID, snap)
 	if idemKey != "" {
 		g.finishIdempotent(c.session.Principal, idemKey, st, body2, err)
 	}
@@ -168,7 +176,7 @@ func prepareError(err error, actionID string) error {
 
 // decideAndRun runs pipeline steps 4–9 and returns the status and body to
 // answer (200, 202 or 502) or an error.
-func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action, plan *actions.Plan, traceID string, snap *Snapshot) (int, []byte, error) {
+func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action, plan *actions.Plan, learned []string, traceID string, snap *Snapshot) (int, []byte, error) {
 	// 4. pre-check egress.
 	if len(plan.Forbidden) > 0 {
 		e := newError(http.StatusForbidden, CodeEgressTargetForbidden, "The request targets a host that can never be approved (special-purpose address or internal name).", nil)
@@ -179,12 +187,31 @@ func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action,
 	}
 	// 5. decide.
 	now := g.clk.Now()
-	in := g.policyInput(c, act, plan, now)
+	in := g.policyInput(c, act, plan, learned, now)
 	t0 := time.Now()
 	d, err := snap.Policy.Decide(ctx, in, now)
 	g.mets.policy.Observe(time.Since(t0).Seconds())
 	if err != nil {
 		return 0, nil, errPolicyUnavailable(err)
+	}
+	// A human is needed: a standing approval of (principal, action) may
+	// cover it. The policy decides again with input.standing_approval set.
+	var standing *store.Standing
+	if d.PendingApproval && !d.Allow && len(d.DenyReasons) == 0 {
+		sa, raw, err := g.standingFor(ctx, c.session.Principal, act.ID)
+		if err != nil {
+			return 0, nil, err
+		}
+		if sa != nil {
+			in.StandingApproval = raw
+			d2, err := snap.Policy.Decide(ctx, in, now)
+			if err != nil {
+				return 0, nil, errPolicyUnavailable(err)
+			}
+			if d2.Allow && len(d2.DenyReasons) == 0 {
+				d, standing = d2, sa
+			}
+		}
 	}
 	switch {
 	case len(d.DenyReasons) > 0 || (!d.Allow && !d.PendingApproval):
@@ -204,14 +231,33 @@ func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action,
 		g.mets.decisions.WithLabelValues("pending").Inc()
 		return g.hold(ctx, c, act, plan, traceID, now)
 	}
+	var appr *receipts.Approval
+	if standing != nil {
+		// Consume one use atomically; if it went meanwhile, hold instead.
+		sctx, cancel := g.storeCtx(ctx)
+		used, err := g.st.UseStanding(sctx, standing.ID, now)
+		cancel()
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			g.mets.decisions.WithLabelValues("pending").Inc()
+			return g.hold(ctx, c, act, plan, traceID, now)
+		case err != nil:
+			return 0, nil, errStoreUnavailable(err)
+		}
+		appr = &receipts.Approval{Kind: receipts.ApprovalStanding, ApprovalID: used.ID, ApprovedBy: used.CreatedBy, ApprovedAt: receipts.FormatTime(now)}
+	}
 	g.mets.decisions.WithLabelValues("allow").Inc()
-	if err := g.audit(ctx, &receipts.AuditRecord{TraceID: traceID, Principal: c.session.Principal, SessionID: c.session.ID, AgentID: c.session.AgentID, ActionID: act.ID, RequestHash: plan.RequestHash, Decision: receipts.DecisionAllow}); err != nil {
+	rec := &receipts.AuditRecord{TraceID: traceID, Principal: c.session.Principal, SessionID: c.session.ID, AgentID: c.session.AgentID, ActionID: act.ID, RequestHash: plan.RequestHash, Decision: receipts.DecisionAllow}
+	if appr != nil {
+		rec.ApprovalID, rec.Reason = appr.ApprovalID, "standing approval"
+	}
+	if err := g.audit(ctx, rec); err != nil {
 		return 0, nil, err
 	}
 	out, err := g.dispatch(ctx, dispatchRequest{
 		traceID: traceID, action: act, plan: plan, principal: c.session.Principal,
 		sessionID: c.session.ID, agentID: c.session.AgentID, peer: c.peer,
-		policyVersion: snap.Policy.Version(),
+		policyVersion: snap.Policy.Version(), approval: appr, learned: learned,
 	})
 	if err != nil {
 		return 0, nil, err
@@ -231,14 +277,14 @@ func (g *Gate) audit(ctx context.Context, a *receipts.AuditRecord) error {
 }
 
 // policyInput builds the ARCHITECTURE "Policy contract" input document.
-func (g *Gate) policyInput(c *caller, act *actions.Action, plan *actions.Plan, now time.Time) *policy.Input {
+func (g *Gate) policyInput(c *caller, act *actions.Action, plan *actions.Plan, learned []string, now time.Time) *policy.Input {
 	return &policy.Input{
 		Principal: c.session.Principal, SessionID: c.session.ID, AgentID: c.session.AgentID,
 		Peer: policy.Peer{UID: c.peer.UID, GID: c.peer.GID, PID: c.peer.PID},
 		Action: policy.Action{
 			ID: act.ID, Version: act.Version, RiskLevel: act.RiskLevel,
 			RequiredScopes: nonNil(act.RequiredScopes), SideEffects: nonNil(act.SideEffects), CostCents: act.CostCents,
-			Egress: policy.Egress{Profile: act.Egress.Profile, AllowedDomains: nonNil(act.Egress.AllowedDomains), LearnedDomains: []string{}},
+			Egress: policy.Egress{Profile: act.Egress.Profile, AllowedDomains: nonNil(act.Egress.AllowedDomains), LearnedDomains: nonNil(learned)},
 		},
 		Request: policy.Request{
 			Args: plan.ArgsRaw, Hash: plan.RequestHash, SizeBytes: len(plan.ArgsRaw),
@@ -281,6 +327,7 @@ func (g *Gate) hold(ctx context.Context, c *caller, act *actions.Action, plan *a
 			return 0, nil, err
 		}
 		g.log.Info().Str(fTraceID, traceID).Str(fApprovalID, stored.ID).Str(fAction, act.ID).Str(fPrincipal, c.session.Principal).Msg("held for approval")
+		g.emitApproval(events.ApprovalRequested, stored)
 	}
 	b, err := json.Marshal(pendingBody{
 		Decision: "pending_approval", ApprovalID: stored.ID, RequestHash: stored.RequestHash,
@@ -348,7 +395,7 @@ func (g *Gate) dispatch(ctx context.Context, dr dispatchRequest) (*outcome, erro
 		return nil, e
 	}
 	// 8. execute. From here on nothing is refunded and nothing re-runs.
-	res := g.run.Execute(context.WithoutCancel(ctx), plan, actions.GrantInfo{ID: grantID})
+	res := g.run.Execute(context.WithoutCancel(ctx), plan, actions.GrantInfo{ID: grantID, Learned: dr.learned})
 	finished := g.clk.Now()
 	rc := &receipts.Receipt{
 		ReceiptID: receiptID, TraceID: dr.traceID, GrantID: grantID, ActionID: act.ID,
@@ -376,6 +423,11 @@ func (g *Gate) dispatch(ctx context.Context, dr dispatchRequest) (*outcome, erro
 		return nil, e
 	}
 	g.mets.ledger.Observe(time.Since(t0).Seconds())
+	ev := receiptEvent{ReceiptID: receiptID, ActionID: act.ID, Principal: dr.principal, Kind: res.Kind, Head: g.led.Head()}
+	if dr.approval != nil {
+		ev.ApprovalID = dr.approval.ApprovalID
+	}
+	g.emit(events.ReceiptCreated, ev)
 	var appr *approvalInfo
 	if dr.approval != nil {
 		appr = &approvalInfo{Kind: dr.approval.Kind, ApprovalID: dr.approval.ApprovalID, ApprovedBy: dr.approval.ApprovedBy, ApprovedAt: dr.approval.ApprovedAt}

@@ -23,6 +23,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/latchgate/latchgate/actions"
 	"github.com/latchgate/latchgate/clock"
+	"github.com/latchgate/latchgate/events"
 	"github.com/latchgate/latchgate/lease"
 	"github.com/latchgate/latchgate/policy"
 	"github.com/latchgate/latchgate/receipts"
@@ -82,6 +83,12 @@ type Config struct {
 	ExecRate float64
 	// PendingTTL is how long an approval waits. Default: 15m.
 	PendingTTL time.Duration
+	// ApprovalSweep is how often RunSweeper moves approvals past their
+	// expiry to expired. Default: 10s.
+	ApprovalSweep time.Duration
+	// LearnTTL is how long a domain learned at approval stays allowed.
+	// Default: 720h (30 days).
+	LearnTTL time.Duration
 	// MaxPendingPerSession caps pending approvals per session. Default: 20.
 	MaxPendingPerSession int
 	// IdempotencyTTL is how long idempotency records live. Default: 24h.
@@ -103,6 +110,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PendingTTL == 0 {
 		c.PendingTTL = 15 * time.Minute
+	}
+	if c.ApprovalSweep == 0 {
+		c.ApprovalSweep = 10 * time.Second
+	}
+	if c.LearnTTL == 0 {
+		c.LearnTTL = 720 * time.Hour
 	}
 	if c.MaxPendingPerSession == 0 {
 		c.MaxPendingPerSession = 20
@@ -132,7 +145,7 @@ func (c Config) Validate() error {
 		return errors.New("gate: gate_id cannot be empty")
 	case c.MaxBodyBytes < 1024:
 		return errors.New("gate: limits.max_body_bytes must be at least 1024")
-	case c.StoreTimeout < 0 || c.PendingTTL < 0 || c.IdempotencyTTL < 0:
+	case c.StoreTimeout < 0 || c.PendingTTL < 0 || c.IdempotencyTTL < 0 || c.ApprovalSweep < 0 || c.LearnTTL < 0:
 		return errors.New("gate: durations must be positive, like \"2s\"")
 	case c.LeaseRate < 0 || c.ExecRate < 0:
 		return errors.New("gate: rate limits must be ≥ 0 (0 disables)")
@@ -156,10 +169,16 @@ type Deps struct {
 	Initial  *Snapshot
 	// Reload builds a fresh Snapshot (manifests + policy, tested). Optional;
 	// without it POST /v1/admin/reload answers 404.
-	Reload  func() (*Snapshot, error)
-	Clock   clock.Clock
-	Logger  zerolog.Logger
-	Metrics prometheus.Registerer
+	Reload func() (*Snapshot, error)
+	// Events is the durable event journal (GET /v1/events, webhooks).
+	// Optional: without it events live in memory only.
+	Events *events.Journal
+	// Webhooks serves the webhook admin endpoints. Optional: without it
+	// they report no endpoints configured.
+	Webhooks Webhooks
+	Clock    clock.Clock
+	Logger   zerolog.Logger
+	Metrics  prometheus.Registerer
 	// Gatherer serves GET /metrics; defaults to a registry of our own.
 	Gatherer prometheus.Gatherer
 }
@@ -177,6 +196,9 @@ type Gate struct {
 	mets  *metrics
 	gath  prometheus.Gatherer
 	start time.Time
+
+	events *events.Journal
+	hooks  Webhooks
 
 	snap     atomic.Pointer[Snapshot]
 	reloadFn func() (*Snapshot, error)
@@ -224,6 +246,17 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 		reloadFn: deps.Reload, mets: newMetrics(reg),
 		leaseLimiter: newLimiter(cfg.LeaseRate, deps.Clock),
 		execLimiter:  newLimiter(cfg.ExecRate, deps.Clock),
+	}
+	g.events, g.hooks = deps.Events, deps.Webhooks
+	if g.events == nil {
+		ev, err := events.Open(events.Config{}, deps.Clock, deps.Logger)
+		if err != nil {
+			return nil, err
+		}
+		g.events = ev
+	}
+	if g.hooks == nil {
+		g.hooks = noWebhooks{}
 	}
 	g.start = g.clk.Now()
 	g.snap.Store(deps.Initial)

@@ -179,3 +179,41 @@ func TestRedisTamperedRecordsRefused(t *testing.T) {
 		t.Fatalf("a tampered plan ran: receipts %d → %d", before, after)
 	}
 }
+
+// 12 concurrent approves (and a mix with denies) spread over two gates on
+// one Redis run the plan exactly once.
+func TestRedisConcurrentApprovesRunOnce(t *testing.T) {
+	ga, gb, _, _, _ := twoGates(t)
+	a := newAgent(t, ga, nil)
+	for _, c := range []struct {
+		name string
+		mix  bool
+	}{{"approves", false}, {"approves_and_denies", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			id := holdEcho(t, a, map[string]any{"case": c.name})
+			before := receiptCount(ga) + receiptCount(gb)
+			executed, others := raceApprovals(t, []*gatetest.Server{ga, gb}, id, 12, c.mix)
+			ran := receiptCount(ga) + receiptCount(gb) - before
+			if ran > 1 || executed != ran || executed+len(others) != 12 || (!c.mix && ran != 1) {
+				t.Fatalf("12 concurrent over 2 gates: executed %d, receipts %d, others %v", executed, ran, others)
+			}
+		})
+	}
+}
+
+// A pending approval survives a restart of the gate and of Redis.
+func TestRedisPendingApprovalSurvivesRestart(t *testing.T) {
+	url, stop, restart := storetest.StartRedis(t)
+	keys, state := t.TempDir(), t.TempDir()
+	opts := []gatetest.Option{gatetest.WithRedis(url), gatetest.WithKeysDir(keys), gatetest.WithStateDir(state), gatetest.WithManifestsDir(heldManifests)}
+	s := gatetest.NewServer(t, opts...)
+	a := newAgent(t, s, nil)
+	id := holdEcho(t, a, map[string]any{"n": 1})
+	s.Close()
+	stop()
+	restart(false)
+	s = gatetest.NewServer(t, opts...)
+	if r := approve(t, s, id); r.JSON()["decision"] != "executed" {
+		t.Fatalf("approve after restart = %d %s, want executed", r.Status, r.Body)
+	}
+}

@@ -185,3 +185,8 @@ func grantTTL(d time.Duration) time.Duration {
 }
 
 var errBadDecide = errors.New("store: DecideApproval accepts only denied or expired")
+
+var (
+	errBadStanding = errors.New("store: a standing approval needs id, principal, action_id and expires_at and/or uses > 0")
+	errBadLearned  = errors.New("store: a learned domain needs id, principal, action_id, host and expires_at")
+)

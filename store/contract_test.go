@@ -506,6 +506,113 @@ func runContract(t *testing.T, open opener) {
 			t.Fatalf("CreateApproval(after expiry) = %v, %v, want created", created, err)
 		}
 	})
+
+	t.Run("standing_approvals", func(t *testing.T) {
+		st, clk := fresh(t)
+		now := clk.Now()
+		bad := []struct {
+			name string
+			s    *Standing
+		}{
+			{"no_bound", &Standing{ID: uuid.NewString(), Principal: "alice", ActionID: "a", CreatedAt: now}},
+			{"no_principal", &Standing{ID: uuid.NewString(), ActionID: "a", Uses: 1, CreatedAt: now}},
+			{"negative_uses", &Standing{ID: uuid.NewString(), Principal: "alice", ActionID: "a", Uses: -1, ExpiresAt: now.Add(time.Hour)}},
+		}
+		for _, c := range bad {
+			if err := st.CreateStanding(ctx, c.s); err == nil {
+				t.Fatalf("CreateStanding(%s) = nil, want an error", c.name)
+			}
+		}
+		uses := &Standing{ID: uuid.NewString(), Principal: "alice", ActionID: "send_mail", Uses: 2, CreatedAt: now}
+		timed := &Standing{ID: uuid.NewString(), Principal: "bob", ActionID: "send_mail", ExpiresAt: now.Add(time.Hour), CreatedAt: now.Add(time.Second)}
+		for _, s := range []*Standing{uses, timed} {
+			if err := st.CreateStanding(ctx, s); err != nil {
+				t.Fatalf("CreateStanding = %v", err)
+			}
+		}
+		wantErr(t, "CreateStanding(same id)", st.CreateStanding(ctx, uses), ErrConflict)
+		got, err := st.FindStanding(ctx, "alice", "send_mail", now)
+		if err != nil || got.ID != uses.ID {
+			t.Fatalf("FindStanding(alice) = %+v, %v, want %s", got, err, uses.ID)
+		}
+		_, err = st.FindStanding(ctx, "alice", "other", now)
+		wantErr(t, "FindStanding(other action)", err, ErrNotFound)
+		// Concurrent uses: exactly Uses succeed.
+		var ok atomic.Int64
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				if _, err := st.UseStanding(ctx, uses.ID, now); err == nil {
+					ok.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if ok.Load() != 2 {
+			t.Fatalf("UseStanding x8 on uses=2 succeeded %d times, want 2", ok.Load())
+		}
+		_, err = st.FindStanding(ctx, "alice", "send_mail", now)
+		wantErr(t, "FindStanding(used up)", err, ErrNotFound)
+		if _, err := st.UseStanding(ctx, timed.ID, now); err != nil {
+			t.Fatalf("UseStanding(timed) = %v", err)
+		}
+		clk.Advance(2 * time.Hour)
+		_, err = st.UseStanding(ctx, timed.ID, clk.Now())
+		wantErr(t, "UseStanding(expired)", err, ErrNotFound)
+		list, err := st.ListStanding(ctx, now)
+		if err != nil || len(list) != 1 || list[0].ID != timed.ID {
+			t.Fatalf("ListStanding = %d, %v, want only the timed one", len(list), err)
+		}
+		wantErr(t, "DeleteStanding", st.DeleteStanding(ctx, timed.ID), nil)
+		wantErr(t, "DeleteStanding(again)", st.DeleteStanding(ctx, timed.ID), ErrNotFound)
+		_, err = st.UseStanding(ctx, timed.ID, now)
+		wantErr(t, "UseStanding(revoked)", err, ErrNotFound)
+	})
+
+	t.Run("learned_domains", func(t *testing.T) {
+		st, clk := fresh(t)
+		now := clk.Now()
+		d := &LearnedDomain{ID: uuid.NewString(), Principal: "alice", ActionID: "fetch", Host: "api.example.com:443", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		got, err := st.PutLearned(ctx, d)
+		if err != nil || got.ID != d.ID {
+			t.Fatalf("PutLearned = %+v, %v", got, err)
+		}
+		again := *d
+		again.ID, again.ExpiresAt = uuid.NewString(), now.Add(2*time.Hour)
+		got, err = st.PutLearned(ctx, &again)
+		if err != nil || got.ID != d.ID {
+			t.Fatalf("PutLearned(same host) id = %v, %v, want the existing id %s", got, err, d.ID)
+		}
+		if _, err := st.PutLearned(ctx, &LearnedDomain{ID: "x", Principal: "alice"}); err == nil {
+			t.Fatalf("PutLearned(incomplete) = nil, want an error")
+		}
+		other := &LearnedDomain{ID: uuid.NewString(), Principal: "bob", ActionID: "fetch", Host: "b.example.com:443", CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
+		if _, err := st.PutLearned(ctx, other); err != nil {
+			t.Fatalf("PutLearned(bob) = %v", err)
+		}
+		for _, c := range []struct {
+			name, principal string
+			at              time.Time
+			want            int
+		}{
+			{"alice_now", "alice", now, 1}, {"bob_now", "bob", now, 1}, {"carol", "carol", now, 0},
+			{"bob_later", "bob", now.Add(time.Hour), 0}, {"alice_later", "alice", now.Add(90 * time.Minute), 1},
+		} {
+			l, err := st.LearnedFor(ctx, c.principal, "fetch", c.at)
+			if err != nil || len(l) != c.want {
+				t.Fatalf("LearnedFor(%s) = %d, %v, want %d", c.name, len(l), err, c.want)
+			}
+		}
+		all, err := st.ListLearned(ctx, now)
+		if err != nil || len(all) != 2 {
+			t.Fatalf("ListLearned = %d, %v, want 2", len(all), err)
+		}
+		wantErr(t, "DeleteLearned", st.DeleteLearned(ctx, d.ID), nil)
+		wantErr(t, "DeleteLearned(again)", st.DeleteLearned(ctx, d.ID), ErrNotFound)
+		if l, _ := st.LearnedFor(ctx, "alice", "fetch", now); len(l) != 0 {
+			t.Fatalf("LearnedFor after delete = %d, want 0", len(l))
+		}
+	})
 }
 
 func newApproval(clk clock.Clock, session, hash string) *Approval {

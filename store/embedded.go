@@ -75,13 +75,15 @@ const (
 // apply together (a torn line applies none of them). Every entry carries
 // absolute values, so applying a line twice is harmless.
 type jop struct {
-	T string      `json:"t"` // see apply
-	K string      `json:"k,omitempty"`
-	N int64       `json:"n,omitempty"`
-	E time.Time   `json:"e,omitzero"`
-	S *Session    `json:"s,omitempty"`
-	I *IdemRecord `json:"i,omitempty"`
-	A *Approval   `json:"a,omitempty"`
+	T string         `json:"t"` // see apply
+	K string         `json:"k,omitempty"`
+	N int64          `json:"n,omitempty"`
+	E time.Time      `json:"e,omitzero"`
+	S *Session       `json:"s,omitempty"`
+	I *IdemRecord    `json:"i,omitempty"`
+	A *Approval      `json:"a,omitempty"`
+	P *Standing      `json:"p,omitempty"`
+	L *LearnedDomain `json:"l,omitempty"`
 }
 
 const (
@@ -94,6 +96,10 @@ const (
 	opIdem      = "i"  // K: key, I: record, E: expiry
 	opIdemDel   = "id" // K: key
 	opApproval  = "a"  // A: approval
+	opStanding  = "p"  // P: standing approval
+	opStandDel  = "pd" // K: standing approval id
+	opLearned   = "l"  // L: learned domain
+	opLearnDel  = "ld" // K: learned domain id
 )
 
 type expiring struct {
@@ -141,6 +147,8 @@ type Embedded struct {
 	buckets         map[string]expiring
 	idem            map[string]idemEntry
 	approvals       map[string]*Approval
+	standing        map[string]*Standing
+	learned         map[string]*LearnedDomain
 }
 
 // OpenEmbedded opens (or creates) the store in cfg.Dir, replays and compacts
@@ -183,6 +191,8 @@ func OpenEmbedded(cfg EmbeddedConfig, deps Deps) (*Embedded, error) {
 		buckets:         map[string]expiring{},
 		idem:            map[string]idemEntry{},
 		approvals:       map[string]*Approval{},
+		standing:        map[string]*Standing{},
+		learned:         map[string]*LearnedDomain{},
 	}
 	if err := e.load(); err != nil {
 		lockf.Close()
@@ -276,6 +286,14 @@ func (e *Embedded) apply(o *jop) {
 		delete(e.idem, o.K)
 	case opApproval:
 		e.approvals[o.A.ID] = o.A
+	case opStanding:
+		e.standing[o.P.ID] = o.P
+	case opStandDel:
+		delete(e.standing, o.K)
+	case opLearned:
+		e.learned[o.L.ID] = o.L
+	case opLearnDel:
+		delete(e.learned, o.K)
 	default:
 		e.log.Warn().Str("op", o.T).Msg("store: unknown journal op ignored")
 	}
@@ -778,6 +796,142 @@ func (e *Embedded) FinishApproval(ctx context.Context, f ApprovalFinish) (*Appro
 	return e.updateApproval(ctx, f.ID, func(a *Approval) (*Approval, error) { return finishNext(a, f) })
 }
 
+// CreateStanding implements Store.
+func (e *Embedded) CreateStanding(ctx context.Context, s *Standing) error {
+	if err := checkStanding(s); err != nil {
+		return err
+	}
+	if err := e.begin(ctx); err != nil {
+		return err
+	}
+	defer e.mu.Unlock()
+	if _, ok := e.standing[s.ID]; ok {
+		return fmt.Errorf("%w: standing approval id exists", ErrConflict)
+	}
+	return e.commitLocked(jop{T: opStanding, P: cloneStanding(s)})
+}
+
+// ListStanding implements Store.
+func (e *Embedded) ListStanding(ctx context.Context, now time.Time) ([]*Standing, error) {
+	if err := e.begin(ctx); err != nil {
+		return nil, err
+	}
+	var out []*Standing
+	for _, p := range e.standing {
+		if p.Live(now) {
+			out = append(out, cloneStanding(p))
+		}
+	}
+	e.mu.Unlock()
+	sortStanding(out)
+	return out, nil
+}
+
+// DeleteStanding implements Store.
+func (e *Embedded) DeleteStanding(ctx context.Context, id string) error {
+	if err := e.begin(ctx); err != nil {
+		return err
+	}
+	defer e.mu.Unlock()
+	if _, ok := e.standing[id]; !ok {
+		return ErrNotFound
+	}
+	return e.commitLocked(jop{T: opStandDel, K: id})
+}
+
+// FindStanding implements Store.
+func (e *Embedded) FindStanding(ctx context.Context, principal, actionID string, now time.Time) (*Standing, error) {
+	all, err := e.ListStanding(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range all {
+		if p.Principal == principal && p.ActionID == actionID {
+			return p, nil
+		}
+	}
+	return nil, ErrNotFound
+}
+
+// UseStanding implements Store.
+func (e *Embedded) UseStanding(ctx context.Context, id string, now time.Time) (*Standing, error) {
+	if err := e.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	p, ok := e.standing[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	n, err := useStandingNext(p, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.commitLocked(jop{T: opStanding, P: n}); err != nil {
+		return nil, err
+	}
+	return cloneStanding(n), nil
+}
+
+// PutLearned implements Store.
+func (e *Embedded) PutLearned(ctx context.Context, d *LearnedDomain) (*LearnedDomain, error) {
+	if err := checkLearned(d); err != nil {
+		return nil, err
+	}
+	if err := e.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	n := cloneLearned(d)
+	for _, l := range e.learned {
+		if l.Principal == d.Principal && l.ActionID == d.ActionID && l.Host == d.Host {
+			n.ID = l.ID
+			break
+		}
+	}
+	if err := e.commitLocked(jop{T: opLearned, L: n}); err != nil {
+		return nil, err
+	}
+	return cloneLearned(n), nil
+}
+
+// ListLearned implements Store.
+func (e *Embedded) ListLearned(ctx context.Context, now time.Time) ([]*LearnedDomain, error) {
+	return e.learnedWhere(ctx, now, func(*LearnedDomain) bool { return true })
+}
+
+// LearnedFor implements Store.
+func (e *Embedded) LearnedFor(ctx context.Context, principal, actionID string, now time.Time) ([]*LearnedDomain, error) {
+	return e.learnedWhere(ctx, now, func(l *LearnedDomain) bool { return l.Principal == principal && l.ActionID == actionID })
+}
+
+func (e *Embedded) learnedWhere(ctx context.Context, now time.Time, keep func(*LearnedDomain) bool) ([]*LearnedDomain, error) {
+	if err := e.begin(ctx); err != nil {
+		return nil, err
+	}
+	var out []*LearnedDomain
+	for _, l := range e.learned {
+		if now.Before(l.ExpiresAt) && keep(l) {
+			out = append(out, cloneLearned(l))
+		}
+	}
+	e.mu.Unlock()
+	sortLearned(out)
+	return out, nil
+}
+
+// DeleteLearned implements Store.
+func (e *Embedded) DeleteLearned(ctx context.Context, id string) error {
+	if err := e.begin(ctx); err != nil {
+		return err
+	}
+	defer e.mu.Unlock()
+	if _, ok := e.learned[id]; !ok {
+		return ErrNotFound
+	}
+	return e.commitLocked(jop{T: opLearnDel, K: id})
+}
+
 // Sync fsyncs the journal if anything was written since the last fsync.
 func (e *Embedded) Sync() error {
 	e.syncMu.Lock()
@@ -904,6 +1058,16 @@ func (e *Embedded) sweepLocked(now time.Time) {
 			delete(e.approvals, id)
 		}
 	}
+	for id, p := range e.standing {
+		if !p.Live(now) {
+			delete(e.standing, id)
+		}
+	}
+	for id, l := range e.learned {
+		if !now.Before(l.ExpiresAt) {
+			delete(e.learned, id)
+		}
+	}
 }
 
 // snapshotLocked encodes every record in memory as journal lines.
@@ -932,6 +1096,12 @@ func (e *Embedded) snapshotLocked() []byte {
 	}
 	for _, a := range e.approvals {
 		w(jop{T: opApproval, A: a})
+	}
+	for _, p := range e.standing {
+		w(jop{T: opStanding, P: p})
+	}
+	for _, l := range e.learned {
+		w(jop{T: opLearned, L: l})
 	}
 	return buf.Bytes()
 }

@@ -112,6 +112,29 @@ func TestRedisTampering(t *testing.T) {
 		wantErr(t, "GetSession(record copied from another id)", err, ErrNotFound)
 	})
 
+	t.Run("standing_and_learned", func(t *testing.T) {
+		now := clk.Now()
+		sa := &Standing{ID: uuid.NewString(), Principal: "alice", ActionID: "send_mail", Uses: 1, CreatedAt: now}
+		if err := st.CreateStanding(ctx, sa); err != nil {
+			t.Fatal(err)
+		}
+		key := "tp:sa:" + sa.ID
+		raw.HSet(ctx, key, "rec", strings.Replace(raw.HGet(ctx, key, "rec").Val(), `"uses":1`, `"uses":1000`, 1))
+		_, err := st.UseStanding(ctx, sa.ID, now)
+		wantErr(t, "UseStanding(tampered uses)", err, ErrNotFound)
+		_, err = st.FindStanding(ctx, "alice", "send_mail", now)
+		wantErr(t, "FindStanding(tampered)", err, ErrNotFound)
+		ld := &LearnedDomain{ID: uuid.NewString(), Principal: "alice", ActionID: "fetch", Host: "ok.example.com:443", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+		if _, err := st.PutLearned(ctx, ld); err != nil {
+			t.Fatal(err)
+		}
+		lkey := "tp:ld:" + ld.ID
+		raw.HSet(ctx, lkey, "rec", strings.Replace(raw.HGet(ctx, lkey, "rec").Val(), "ok.example.com", "evil.example.com", 1))
+		if l, err := st.LearnedFor(ctx, "alice", "fetch", now); err != nil || len(l) != 0 {
+			t.Fatalf("LearnedFor(tampered) = %d, %v, want 0", len(l), err)
+		}
+	})
+
 	t.Run("approval_args", func(t *testing.T) {
 		a := newApproval(clk, "s1", "h1")
 		if _, _, err := st.CreateApproval(ctx, a, 0); err != nil {

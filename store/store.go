@@ -1,6 +1,7 @@
 // Package store owns LatchGate's shared mutable state: sessions, the DPoP
 // replay cache, revocation epochs, budgets (per session and per principal),
-// one-shot grants, idempotency records and frozen approval plans.
+// one-shot grants, idempotency records, frozen approval plans, standing
+// approvals and learned egress domains.
 //
 // Two backends implement Store: the embedded one (default; one gate process,
 // state persisted under the state directory, survives restarts) and Redis
@@ -300,6 +301,29 @@ type Store interface {
 	// FinishApproval records the end of a claimed approval; the fencing
 	// token must match (ErrConflict otherwise).
 	FinishApproval(ctx context.Context, f ApprovalFinish) (*Approval, error)
+
+	// CreateStanding stores an operator's pre-approval.
+	CreateStanding(ctx context.Context, s *Standing) error
+	// ListStanding returns the pre-approvals still live at now, newest first.
+	ListStanding(ctx context.Context, now time.Time) ([]*Standing, error)
+	// DeleteStanding revokes a pre-approval (ErrNotFound).
+	DeleteStanding(ctx context.Context, id string) error
+	// FindStanding returns a live pre-approval of (principal, action), the
+	// newest if several (ErrNotFound).
+	FindStanding(ctx context.Context, principal, actionID string, now time.Time) (*Standing, error)
+	// UseStanding atomically consumes one use of the pre-approval and
+	// returns it updated; ErrNotFound if it is gone, expired or used up.
+	UseStanding(ctx context.Context, id string, now time.Time) (*Standing, error)
+
+	// PutLearned stores a learned egress entry; an entry with the same
+	// (principal, action, host) is replaced (keeping its id) and returned.
+	PutLearned(ctx context.Context, d *LearnedDomain) (*LearnedDomain, error)
+	// ListLearned returns the entries unexpired at now, newest first.
+	ListLearned(ctx context.Context, now time.Time) ([]*LearnedDomain, error)
+	// DeleteLearned removes an entry (ErrNotFound).
+	DeleteLearned(ctx context.Context, id string) error
+	// LearnedFor returns the unexpired entries of (principal, action).
+	LearnedFor(ctx context.Context, principal, actionID string, now time.Time) ([]*LearnedDomain, error)
 
 	// Sync makes every acknowledged mutation durable (embedded: fsync of
 	// its journal; Redis: no-op). The ledger calls it before each group

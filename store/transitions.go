@@ -11,7 +11,9 @@ import (
 // returns the next record (nil when nothing changes) or an error.
 
 // claimNext computes ClaimApproval. A pending, unclaimed approval past its
-// expiry becomes expired. A claimed one is never expired by time: its
+// expiry is left alone and reported as expired (the view does that); the
+// gate's expiry sweep is the one writer of the expired state, so that each
+// expiry is recorded and announced exactly once. A claimed one is never expired by time: its
 // claimant may have dispatched, so only a new claim (after the deadline)
 // resolves it against the receipts.
 func claimNext(a *Approval, c Claim, now time.Time) (*Approval, error) {
@@ -19,7 +21,7 @@ func claimNext(a *Approval, c Claim, now time.Time) (*Approval, error) {
 		return nil, nil
 	}
 	if a.Claim == nil && !now.Before(a.ExpiresAt) {
-		return expiredNext(a, now), nil
+		return nil, nil // reported as expired; the gate's sweep records it
 	}
 	if a.Claim != nil && !a.Claim.Deadline.Before(now) {
 		return nil, ErrConflict
@@ -50,7 +52,13 @@ func decideNext(a *Approval, state ApprovalState, by, reason string, now time.Ti
 		return nil, ErrConflict
 	}
 	if !now.Before(a.ExpiresAt) {
+		if state != ApprovalExpired {
+			return nil, nil // reported as expired; only the sweep records it
+		}
 		return expiredNext(a, now), nil
+	}
+	if state == ApprovalExpired {
+		return nil, nil // not yet due
 	}
 	n := cloneApproval(a)
 	n.State = state

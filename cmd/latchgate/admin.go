@@ -166,7 +166,7 @@ func newStatusCmd() *cobra.Command {
 }
 
 func newLeasesCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "leases", Short: "Manage agent leases"}
+	cmd := &cobra.Command{Use: "leases", Short: "Manage agent leases", Example: "  latchgate leases revoke --principal agent:crawler"}
 	revoke := &cobra.Command{
 		Use:   "revoke",
 		Short: "Revoke a session, every session of a principal, or everything",
@@ -201,7 +201,7 @@ func newLeasesCmd() *cobra.Command {
 }
 
 func newActionsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "actions", Short: "List and show registered actions"}
+	cmd := &cobra.Command{Use: "actions", Short: "List and show registered actions", Example: "  latchgate actions list\n  latchgate actions show echo"}
 	list := &cobra.Command{
 		Use: "list", Short: "List registered actions", Args: cobra.NoArgs,
 		Example: "  latchgate actions list --json",
@@ -245,10 +245,15 @@ func newActionsCmd() *cobra.Command {
 
 func newAuditCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:     "audit",
-		Short:   "Query the decision audit log (newest first)",
-		Example: "  latchgate audit --principal agent:a --decision deny --limit 20",
-		Args:    cobra.NoArgs,
+		Use:   "audit",
+		Short: "Query the decision audit log (newest first)",
+		Long: `Audit queries the decision records (allow, deny, pending, approved, denied,
+expired, failed) of the gate's ledger, newest first. --format picks table
+(default), json, ndjson or csv; --json equals --format json.`,
+		Example: `  latchgate audit --principal agent:a --decision deny --limit 20
+  latchgate audit --format csv > audit.csv
+  latchgate audit --format ndjson --after 2026-01-01T00:00:00Z`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			q := url.Values{}
 			for _, k := range []string{"principal", "action-id", "decision", "after", "before", "limit"} {
@@ -256,14 +261,18 @@ func newAuditCmd() *cobra.Command {
 					q.Set(strings.ReplaceAll(k, "-", "_"), v)
 				}
 			}
+			format, _ := cmd.Flags().GetString("format")
+			if jsonOut(cmd) {
+				format = "json"
+			}
 			raw, _, err := newAdminClient(cmd).do("GET", "/v1/audit?"+q.Encode(), nil)
 			if err != nil {
 				return err
 			}
-			printJSON(cmd.OutOrStdout(), raw)
-			return nil
+			return writeAudit(cmd.OutOrStdout(), format, raw)
 		},
 	}
+	cmd.Flags().String("format", "table", "table, json, ndjson or csv")
 	for _, k := range []string{"principal", "action-id", "decision", "after", "before", "limit"} {
 		cmd.Flags().String(k, "", "filter: "+k)
 	}
@@ -272,7 +281,7 @@ func newAuditCmd() *cobra.Command {
 }
 
 func newReceiptsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "receipts", Short: "Show and verify receipts"}
+	cmd := &cobra.Command{Use: "receipts", Short: "Show and verify receipts", Example: "  latchgate receipts verify\n  latchgate receipts show 0190c6e2-…"}
 	show := &cobra.Command{
 		Use: "show RECEIPT_ID", Short: "Show a receipt with its signature status", Args: cobra.ExactArgs(1),
 		Example: "  latchgate receipts show 0190c6e2-7a1b-7c3d-9e4f-a1b2c3d4e5f6",
@@ -333,7 +342,7 @@ gate over the admin socket. Exits 1 when the ledger is not intact.`,
 }
 
 func newPolicyCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "policy", Short: "Test, check and reload the policy"}
+	cmd := &cobra.Command{Use: "policy", Short: "Test, check and reload the policy", Example: "  latchgate policy check --policy-dir ./policy\n  latchgate policy reload"}
 	test := &cobra.Command{
 		Use:   "test",
 		Short: "Run the policy's *_test.rego tests",
@@ -380,13 +389,14 @@ func newPolicyCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(test, reload)
+	cmd.AddCommand(test, newPolicyCheckCmd(), reload)
 	addAdminFlags(cmd)
 	return cmd
 }
 
 func newApprovalsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "approvals", Short: "Review, approve and deny held actions"}
+	cmd := &cobra.Command{Use: "approvals", Short: "Review, approve and deny held actions; standing approvals; learned domains",
+		Example: "  latchgate approvals list\n  latchgate approvals watch --prompt\n  latchgate approvals allow --principal agent:a --action slack_post --for 30m --uses 5"}
 	list := &cobra.Command{
 		Use: "list", Short: "List approvals (default: pending)", Args: cobra.NoArgs,
 		Example: "  latchgate approvals list --status all --json",
@@ -497,7 +507,7 @@ terminal it needs --yes, or it exits 2.`,
 		},
 	}
 	deny.Flags().String("reason", "", "reason told to the agent")
-	cmd.AddCommand(list, show, approve, deny)
+	cmd.AddCommand(list, show, approve, deny, newApprovalsAllowCmd(), newStandingCmd(), newLearnedCmd(), newApprovalsWatchCmd())
 	addAdminFlags(cmd)
 	return cmd
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/latchgate/latchgate/gate"
+	"github.com/latchgate/latchgate/webhooks"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 )
@@ -69,7 +70,17 @@ type fileConfig struct {
 	Approvals struct {
 		PendingTTL           time.Duration `yaml:"pending_ttl"`             // default 15m
 		MaxPendingPerSession int           `yaml:"max_pending_per_session"` // default 20
+		Sweep                time.Duration `yaml:"sweep_interval"`          // expiry sweep; default 10s
+		LearnTTL             time.Duration `yaml:"learn_ttl"`               // learned domains; default 720h
 	} `yaml:"approvals"`
+	// Webhooks are the receivers of PROTOCOL §7 deliveries; default none.
+	Webhooks        []webhooks.Endpoint `yaml:"webhooks"`
+	WebhookDelivery struct {
+		Timeout     time.Duration `yaml:"timeout"`      // per attempt; default 10s
+		MaxAttempts int           `yaml:"max_attempts"` // default 12
+		BaseBackoff time.Duration `yaml:"base_backoff"` // default 2s, doubling, jittered
+		MaxBackoff  time.Duration `yaml:"max_backoff"`  // default 1h
+	} `yaml:"webhook_delivery"`
 	Policy struct {
 		Timeout time.Duration `yaml:"timeout"` // default 250ms
 	} `yaml:"policy"`
@@ -180,7 +191,7 @@ func (c *fileConfig) validate() error {
 	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
 		return errors.New("redis_url must start with redis:// or rediss://")
 	}
-	return nil
+	return c.webhookConfig().Validate()
 }
 
 // defaultStateDir is $XDG_STATE_HOME/latchgate, else /var/lib/latchgate
@@ -235,4 +246,11 @@ func resolveOperators(list []string) (map[uint32]string, error) {
 		out[uint32(n)] = s
 	}
 	return out, nil
+}
+
+// webhookConfig maps the file config to webhooks.Config.
+func (c *fileConfig) webhookConfig() webhooks.Config {
+	d := c.WebhookDelivery
+	return webhooks.Config{Endpoints: c.Webhooks, Dir: filepath.Join(c.StateDir, "webhooks"), Timeout: d.Timeout,
+		MaxAttempts: d.MaxAttempts, BaseBackoff: d.BaseBackoff, MaxBackoff: d.MaxBackoff}
 }

@@ -44,7 +44,14 @@ approve held actions and inspect the ledger.`,
 		newApprovalsCmd(),
 		newActionsCmd(),
 		newAuditCmd(),
+		newWebhooksCmd(),
+		newKeysCmd(),
+		newDoctorCmd(),
 	)
+	root.Example = `  latchgate serve --dev
+  latchgate approvals list
+  latchgate approvals approve 0190c6e2-… --yes
+  latchgate completion bash > /etc/bash_completion.d/latchgate`
 	return root
 }
 

@@ -21,16 +21,19 @@ import (
 	"github.com/latchgate/latchgate/clock"
 	"github.com/latchgate/latchgate/definitions"
 	"github.com/latchgate/latchgate/egress"
+	"github.com/latchgate/latchgate/events"
 	"github.com/latchgate/latchgate/gate"
 	"github.com/latchgate/latchgate/lease"
 	"github.com/latchgate/latchgate/policy"
 	"github.com/latchgate/latchgate/receipts"
 	"github.com/latchgate/latchgate/store"
+	"github.com/latchgate/latchgate/webhooks"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -58,7 +61,12 @@ broken set is rejected and the old one keeps serving).`,
 		Args: cobra.NoArgs,
 		RunE: runServe,
 	}
-	f := cmd.Flags()
+	addServeFlags(cmd.Flags())
+	return cmd
+}
+
+// addServeFlags declares the configuration flags (serve and doctor).
+func addServeFlags(f *pflag.FlagSet) {
 	f.String("config", "", "YAML config file (LATCHGATE_CONFIG)")
 	f.String("socket", "", "client socket path (default /run/latchgate/gate.sock, else $XDG_RUNTIME_DIR/latchgate/gate.sock, else /tmp/latchgate-<uid>/gate.sock)")
 	f.String("admin-socket", "", "admin socket path (default like --socket with latchgate-admin/gate-admin.sock)")
@@ -74,7 +82,6 @@ broken set is rejected and the old one keeps serving).`,
 	f.String("log-level", "", "debug, info, warn or error (default info)")
 	f.String("gate-id", "", "this gate's id in receipts (default: persisted in <state-dir>/gate-id)")
 	f.StringArray("egress-allow-cidr", nil, "TEST ONLY: let egress reach this denied range (repeatable, logged loudly)")
-	return cmd
 }
 
 // runtime is a wired gate and what must be closed after it.
@@ -82,6 +89,8 @@ type runtime struct {
 	cfg       *fileConfig
 	log       zerolog.Logger
 	gate      *gate.Gate
+	hooks     *webhooks.Service
+	events    *events.Journal
 	st        store.Store
 	led       *receipts.Ledger
 	client    string
@@ -271,14 +280,27 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 	if err != nil {
 		return nil, err
 	}
+	evj, err := events.Open(events.Config{Path: filepath.Join(cfg.StateDir, "events", "events.log")}, clk, log)
+	if err != nil {
+		_ = led.Close()
+		_ = st.Close()
+		return nil, err
+	}
+	hooks, err := webhooks.New(cfg.webhookConfig(), webhooks.Deps{Source: evj, Dialer: dialer, Clock: clk, Logger: log})
+	if err != nil {
+		_ = evj.Close()
+		_ = led.Close()
+		_ = st.Close()
+		return nil, err
+	}
 	g, err := gate.New(gcfg, gate.Deps{
 		Store: st, Leases: auth, LeaseKey: keys, Ledger: led, Runner: runner, Initial: snap, Reload: load,
-		Clock: clk, Logger: log, Metrics: reg, Gatherer: reg,
+		Events: evj, Webhooks: hooks, Clock: clk, Logger: log, Metrics: reg, Gatherer: reg,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &runtime{cfg: cfg, log: log, gate: g, st: st, led: led, client: cfg.Socket, admin: cfg.AdminSocket}, nil
+	return &runtime{cfg: cfg, log: log, gate: g, hooks: hooks, events: evj, st: st, led: led, client: cfg.Socket, admin: cfg.AdminSocket}, nil
 }
 
 // redisLogger adapts zerolog to go-redis's logger.
@@ -355,6 +377,7 @@ func gateConfig(cfg *fileConfig, id, mode string, maxBody int64) (gate.Config, e
 		StoreTimeout: cfg.Store.Timeout, Operators: ops, AllowOperatorAgents: cfg.Identity.AllowOperatorAgents,
 		TrustAgentID: trust, Identities: idents, Principals: principals, LeaseRate: leaseRate, ExecRate: execRate,
 		PendingTTL: cfg.Approvals.PendingTTL, MaxPendingPerSession: cfg.Approvals.MaxPendingPerSession, MaxConns: maxConns,
+		ApprovalSweep: cfg.Approvals.Sweep, LearnTTL: cfg.Approvals.LearnTTL,
 	}, nil
 }
 
@@ -400,6 +423,8 @@ func (rt *runtime) serve(ctx context.Context) error {
 	if tln != nil {
 		eg.Go(func() error { return rt.gate.Run(ectx, tln, gate.ListenerTCP) })
 	}
+	eg.Go(func() error { return rt.gate.RunSweeper(ectx) })
+	eg.Go(func() error { return rt.hooks.Run(ectx) })
 	rt.log.Info().Str("socket", rt.client).Str("admin_socket", rt.admin).Str("state_dir", rt.cfg.StateDir).
 		Bool("dev", rt.cfg.Dev).Str("version", gate.Version).Msg("latchgate serving")
 	if rt.cfg.Dev {
@@ -438,6 +463,9 @@ func (rt *runtime) close() {
 	rt.closeOnce.Do(func() {
 		if err := rt.led.Close(); err != nil && !errors.Is(err, receipts.ErrClosed) {
 			rt.log.Error().Err(err).Msg("ledger close")
+		}
+		if err := rt.events.Close(); err != nil {
+			rt.log.Error().Err(err).Msg("events close")
 		}
 		if err := rt.st.Close(); err != nil {
 			rt.log.Error().Err(err).Msg("store close")

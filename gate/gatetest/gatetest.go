@@ -25,6 +25,7 @@ import (
 	"github.com/latchgate/latchgate/clock"
 	"github.com/latchgate/latchgate/definitions"
 	"github.com/latchgate/latchgate/egress"
+	"github.com/latchgate/latchgate/events"
 	"github.com/latchgate/latchgate/gate"
 	"github.com/latchgate/latchgate/lease"
 	"github.com/latchgate/latchgate/lease/leasetest"
@@ -119,6 +120,7 @@ type Server struct {
 	Gate         *gate.Gate
 	Store        store.Store
 	Ledger       *receipts.Ledger
+	Events       *events.Journal
 	ClientSocket string
 	AdminSocket  string
 	StateDir     string
@@ -227,9 +229,13 @@ func NewServer(tb testing.TB, opts ...Option) *Server {
 	if err != nil {
 		tb.Fatalf("gatetest: snapshot: %v", err)
 	}
+	evj, err := events.Open(events.Config{Path: filepath.Join(o.StateDir, "events", "events.log")}, o.Clock, log)
+	if err != nil {
+		tb.Fatalf("gatetest: events: %v", err)
+	}
 	g, err := gate.New(o.Config, gate.Deps{
 		Store: st, Leases: auth, LeaseKey: keys, Ledger: led, Runner: runner,
-		Initial: snap, Reload: load, Clock: o.Clock, Logger: log,
+		Initial: snap, Reload: load, Clock: o.Clock, Logger: log, Events: evj,
 	})
 	if err != nil {
 		tb.Fatalf("gatetest: gate: %v", err)
@@ -239,7 +245,7 @@ func NewServer(tb testing.TB, opts ...Option) *Server {
 		tb.Fatal(err)
 	}
 	s := &Server{
-		Gate: g, Store: st, Ledger: led, StateDir: o.StateDir, KeysDir: o.KeysDir, Clock: o.Clock,
+		Gate: g, Store: st, Ledger: led, Events: evj, StateDir: o.StateDir, KeysDir: o.KeysDir, Clock: o.Clock,
 		ClientSocket: filepath.Join(sockDir, "gate.sock"), AdminSocket: filepath.Join(sockDir, "admin.sock"),
 		done: make(chan struct{}),
 	}
@@ -277,6 +283,7 @@ func (s *Server) Close() {
 	s.cancel()
 	<-s.done
 	_ = s.Ledger.Close()
+	_ = s.Events.Close()
 	_ = s.Store.Close()
 }
 

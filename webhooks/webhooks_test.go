@@ -1,0 +1,186 @@
+package webhooks
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/latchgate/latchgate/clock"
+	"github.com/latchgate/latchgate/egress"
+	"github.com/latchgate/latchgate/events"
+	"github.com/rs/zerolog"
+)
+
+const secret = "0123456789abcdef-secret"
+
+type hit struct {
+	id, sig string
+	body    []byte
+}
+
+// receiver fails the first failures requests, then answers 204.
+type receiver struct {
+	mu       sync.Mutex
+	hits     []hit
+	failures int
+	clk      *clock.Fake
+}
+
+func (rv *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	rv.hits = append(rv.hits, hit{r.Header.Get(HeaderID), r.Header.Get(HeaderSignature), b})
+	if len(rv.hits) <= rv.failures {
+		rv.clk.Advance(10 * time.Second) // the retry comes with a fresh t
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (rv *receiver) snapshot() []hit {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	return append([]hit(nil), rv.hits...)
+}
+
+func newDialer(t *testing.T, allowLoopback bool) *egress.Dialer {
+	var cidrs []netip.Prefix
+	if allowLoopback {
+		cidrs = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	}
+	d, err := egress.NewDialer(egress.Config{AllowCIDRs: cidrs}, egress.Deps{Logger: zerolog.Nop(), Clock: clock.Real{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func verify(t *testing.T, h hit) int64 {
+	t.Helper()
+	ts, _, ok := strings.Cut(strings.TrimPrefix(h.sig, "t="), ",")
+	if !ok {
+		t.Fatalf("signature %q has no t=", h.sig)
+	}
+	var unix int64
+	for _, c := range ts {
+		unix = unix*10 + int64(c-'0')
+	}
+	if want := Sign(secret, time.Unix(unix, 0), h.body); want != h.sig {
+		t.Fatalf("signature %q does not verify (want %q)", h.sig, want)
+	}
+	return unix
+}
+
+func waitFor(t *testing.T, clk *clock.Fake, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+		clk.Advance(time.Second) // backoff runs on the fake clock
+	}
+}
+
+func TestDeliveryRetriesResignsAndSurvivesRestart(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	rv := &receiver{failures: 2, clk: clk}
+	srv := httptest.NewServer(rv)
+	defer srv.Close()
+	dir := t.TempDir()
+	j, err := events.Open(events.Config{Path: dir + "/events.log"}, clk, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	cfg := Config{Endpoints: []Endpoint{{URL: srv.URL + "/hook", Secret: secret}}, Dir: dir, BaseBackoff: time.Second}
+	deps := Deps{Source: j, Dialer: newDialer(t, true), Clock: clk, Logger: zerolog.Nop()}
+
+	// An event recorded while no service runs is delivered after start
+	// (the outbox cursor re-reads the journal).
+	j.Append(events.ApprovalRequested, map[string]string{"approval_id": "a1"})
+	s, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	waitFor(t, clk, "3 attempts", func() bool { return len(rv.snapshot()) == 3 })
+	cancel()
+	<-done
+	hits := rv.snapshot()
+	var ts []int64
+	for _, h := range hits {
+		if h.id != hits[0].id || string(h.body) != string(hits[0].body) {
+			t.Fatalf("retry changed id or body: %q %s vs %q %s", h.id, h.body, hits[0].id, hits[0].body)
+		}
+		ts = append(ts, verify(t, h))
+	}
+	if ts[0] == ts[1] || ts[1] == ts[2] {
+		t.Fatalf("attempts signed with t = %v, want a fresh t per attempt", ts)
+	}
+	ds, _ := s.Deliveries(10)
+	if len(ds) != 1 || ds[0].State != StateDelivered || ds[0].Attempts != 3 {
+		t.Fatalf("deliveries = %+v, want one delivered after 3 attempts", ds)
+	}
+
+	// Restart: the delivered event is not sent again; a new one is.
+	rv.mu.Lock()
+	rv.failures = 0
+	rv.hits = nil
+	rv.mu.Unlock()
+	j.Append(events.ApprovalDenied, map[string]string{"approval_id": "a1"})
+	s2, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	go s2.Run(ctx)
+	waitFor(t, clk, "the new event", func() bool { return len(rv.snapshot()) == 1 })
+	time.Sleep(50 * time.Millisecond)
+	if h := rv.snapshot(); len(h) != 1 || !strings.Contains(string(h[0].body), `"approval.denied"`) {
+		t.Fatalf("after restart receiver got %d deliveries, want only the new approval.denied", len(h))
+	}
+}
+
+func TestWebhookURLsPassEgressChecks(t *testing.T) {
+	clk := clock.NewFake(time.Now())
+	j, _ := events.Open(events.Config{}, clk, zerolog.Nop())
+	for _, c := range []struct{ name, url string }{
+		{"single_label", "https://intranet/hook"},
+		{"dot_local", "https://printer.local/hook"},
+		{"userinfo", "https://u:p@example.com/hook"},
+		{"scheme", "ftp://example.com/hook"},
+	} {
+		_, err := New(Config{Endpoints: []Endpoint{{URL: c.url, Secret: secret}}, Dir: t.TempDir()}, Deps{Source: j, Dialer: newDialer(t, false), Clock: clk})
+		if err == nil {
+			t.Fatalf("New(%s) = nil error, want the URL refused", c.name)
+		}
+	}
+	// A loopback receiver without allow_cidrs: the dialer refuses it.
+	rv := &receiver{clk: clk}
+	srv := httptest.NewServer(rv)
+	defer srv.Close()
+	s, err := New(Config{Endpoints: []Endpoint{{URL: srv.URL, Secret: secret}}, Dir: t.TempDir()}, Deps{Source: j, Dialer: newDialer(t, false), Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.Test(context.Background(), srv.URL)
+	if err != nil || d.State != StatePending || !strings.HasPrefix(d.LastError, "egress denied") || len(rv.snapshot()) != 0 {
+		t.Fatalf("Test(loopback) = %+v, %v; want egress denied and nothing received", d, err)
+	}
+	if _, err := s.Test(context.Background(), "https://example.com/other"); err != ErrUnknownEndpoint {
+		t.Fatalf("Test(unconfigured) = %v, want ErrUnknownEndpoint", err)
+	}
+}
