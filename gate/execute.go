@@ -81,6 +81,9 @@ type dispatchRequest struct {
 	// learned are the egress entries the runner may reach besides the
 	// manifest's allowlist (learned domains, approved unresolved hosts).
 	learned []string
+	// idemKey, when set, is the request's Idempotency-Key: the record is
+	// bound to the grant and its receipt at the dispatch point.
+	idemKey string
 }
 
 // outcome is a dispatched request's answer.
@@ -137,7 +140,7 @@ func (g *Gate) handleExecute(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	st, body2, err := g.decideAndRun(r.Context(), c, act, plan, learned, traceID, snap)
+	st, body2, err := g.decideAndRun(r.Context(), c, act, plan, learned, traceID, idemKey, snap)
 	if idemKey != "" {
 		g.finishIdempotent(c.session.Principal, idemKey, st, body2, err)
 	}
@@ -176,7 +179,7 @@ func prepareError(err error, actionID string) error {
 
 // decideAndRun runs pipeline steps 4–9 and returns the status and body to
 // answer (200, 202 or 502) or an error.
-func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action, plan *actions.Plan, learned []string, traceID string, snap *Snapshot) (int, []byte, error) {
+func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action, plan *actions.Plan, learned []string, traceID, idemKey string, snap *Snapshot) (int, []byte, error) {
 	// 4. pre-check egress.
 	if len(plan.Forbidden) > 0 {
 		e := newError(http.StatusForbidden, CodeEgressTargetForbidden, "The request targets a host that can never be approved (special-purpose address or internal name).", nil)
@@ -257,7 +260,7 @@ func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action,
 	out, err := g.dispatch(ctx, dispatchRequest{
 		traceID: traceID, action: act, plan: plan, principal: c.session.Principal,
 		sessionID: c.session.ID, agentID: c.session.AgentID, peer: c.peer,
-		policyVersion: snap.Policy.Version(), approval: appr, learned: learned,
+		policyVersion: snap.Policy.Version(), approval: appr, learned: learned, idemKey: idemKey,
 	})
 	if err != nil {
 		return 0, nil, err
@@ -359,6 +362,21 @@ func (g *Gate) dispatch(ctx context.Context, dr dispatchRequest) (*outcome, erro
 	// 7a. durable intent before anything may run.
 	if err := g.led.WriteIntent(ctx, intent); err != nil {
 		return nil, errLedgerUnavailable(err)
+	}
+	// Bind the idempotency record to this grant's receipt: after a crash
+	// a retry resolves to that receipt (interrupted or not), never a rerun.
+	if dr.idemKey != "" {
+		sctx, cancel := g.storeCtx(ctx)
+		err := g.st.SetIdempotentGrant(sctx, dr.principal, dr.idemKey, grantID, receiptID)
+		cancel()
+		if err != nil {
+			if aerr := g.led.WriteAbort(context.WithoutCancel(ctx), grantID, "idempotency_record_unavailable"); aerr != nil {
+				g.log.Error().Err(aerr).Str("grant_id", grantID).Msg("abort record not written; the intent will show as interrupted")
+			}
+			e := errStoreUnavailable(err)
+			e.TraceID = dr.traceID
+			return nil, e
+		}
 	}
 	// 6 + 7b. reserve budget and consume the grant atomically.
 	sctx, cancel := g.storeCtx(ctx)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/latchgate/latchgate/receipts"
 	"github.com/latchgate/latchgate/store"
 )
 
@@ -26,12 +27,55 @@ func (g *Gate) beginIdempotent(ctx context.Context, w http.ResponseWriter, c *ca
 	case prev.ActionID != actionID || prev.RequestHash != reqHash:
 		return true, newError(http.StatusConflict, CodeIdempotencyConflict, "This Idempotency-Key was used with another action or request.", nil)
 	case prev.State != store.IdemDone:
+		// A record bound to a receipt that exists has an outcome: its gate
+		// finished (or crashed and recorded it as interrupted) without
+		// storing it. Answer from the receipt; never run again.
+		if prev.ReceiptID != "" {
+			if rc, err := g.led.GetReceipt(prev.ReceiptID); err == nil {
+				status, body := outcomeOf(rc)
+				g.finishIdempotent(c.session.Principal, key, status, body, nil)
+				writeRawJSON(w, status, body)
+				return true, nil
+			}
+		}
 		e := newError(http.StatusConflict, CodeIdempotencyInProgress, "A request with this Idempotency-Key is still running.", nil)
 		e.RetryAfter = 1
 		return true, e
 	}
 	writeRawJSON(w, prev.Status, prev.Body)
 	return true, nil
+}
+
+// outcomeOf rebuilds the §3.4 answer a receipt stands for.
+func outcomeOf(rc *receipts.Receipt) (int, []byte) {
+	var appr *approvalInfo
+	if a := rc.Approval; a != nil {
+		appr = &approvalInfo{Kind: a.Kind, ApprovalID: a.ApprovalID, ApprovedBy: a.ApprovedBy, ApprovedAt: a.ApprovedAt}
+	}
+	if rc.NormalizedResult.Kind != receipts.KindSuccess {
+		code := CodeActionFailed
+		if rc.NormalizedResult.Kind == receipts.KindEgressDenied {
+			code = CodeEgressDenied
+		}
+		msg := rc.NormalizedResult.Summary
+		if msg == "" {
+			msg = "The action was dispatched but failed before an answer."
+		}
+		return http.StatusBadGateway, mustJSON(failedBody{Error: code, Message: msg, ReceiptID: rc.ReceiptID, TraceID: rc.TraceID, Approval: appr})
+	}
+	var ms int64
+	if s, err := receipts.ParseTime(rc.StartedAt); err == nil {
+		if f, err := receipts.ParseTime(rc.FinishedAt); err == nil {
+			ms = f.Sub(s).Milliseconds()
+		}
+	}
+	v := rc.VerificationOutcome.Status
+	return http.StatusOK, mustJSON(executedBody{
+		Decision: "executed", TraceID: rc.TraceID, ActionID: rc.ActionID, GrantID: rc.GrantID, ReceiptID: rc.ReceiptID,
+		Output: rc.Output, VerificationOutcome: v,
+		Verification: verification{Outcome: v, IsFullySuccessful: v != receipts.VerificationFailed},
+		Runtime:      runtimeInfo{DurationMS: ms}, Approval: appr,
+	})
 }
 
 // finishIdempotent stores the outcome (200, 202 and post-dispatch failures)

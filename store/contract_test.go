@@ -353,7 +353,7 @@ func runContract(t *testing.T, open opener) {
 		if got, _ := st.BeginIdempotent(ctx, &IdemRecord{Principal: "bob", Key: "k1"}, time.Hour); got != nil {
 			t.Fatalf("BeginIdempotent(other principal) = %+v, want nil", got)
 		}
-		if err := st.SetIdempotentGrant(ctx, "alice", "k1", "g1"); err != nil {
+		if err := st.SetIdempotentGrant(ctx, "alice", "k1", "g1", "r1"); err != nil {
 			t.Fatalf("SetIdempotentGrant = %v", err)
 		}
 		body := json.RawMessage(`{"decision":"executed"}`)
@@ -361,12 +361,12 @@ func runContract(t *testing.T, open opener) {
 			t.Fatalf("FinishIdempotent = %v", err)
 		}
 		got, err = st.BeginIdempotent(ctx, rec, time.Hour)
-		if err != nil || got == nil || got.State != IdemDone || got.Status != 200 || got.GrantID != "g1" || string(got.Body) != string(body) {
+		if err != nil || got == nil || got.State != IdemDone || got.Status != 200 || got.GrantID != "g1" || got.ReceiptID != "r1" || string(got.Body) != string(body) {
 			t.Fatalf("BeginIdempotent(done) = %+v, %v, want the stored outcome", got, err)
 		}
 		wantErr(t, "AbortIdempotent(done)", st.AbortIdempotent(ctx, "alice", "k1"), ErrConflict)
 		wantErr(t, "FinishIdempotent(done)", st.FinishIdempotent(ctx, "alice", "k1", 200, body, time.Hour), ErrConflict)
-		wantErr(t, "SetIdempotentGrant(unknown)", st.SetIdempotentGrant(ctx, "alice", "nope", "g"), ErrNotFound)
+		wantErr(t, "SetIdempotentGrant(unknown)", st.SetIdempotentGrant(ctx, "alice", "nope", "g", "r"), ErrNotFound)
 		if _, err := st.BeginIdempotent(ctx, &IdemRecord{Principal: "alice", Key: "k2"}, time.Hour); err != nil {
 			t.Fatal(err)
 		}

@@ -619,7 +619,7 @@ func (e *Embedded) idemLocked(principal, key string) (string, idemEntry, error) 
 }
 
 // SetIdempotentGrant implements Store.
-func (e *Embedded) SetIdempotentGrant(ctx context.Context, principal, key, grantID string) error {
+func (e *Embedded) SetIdempotentGrant(ctx context.Context, principal, key, grantID, receiptID string) error {
 	if err := e.begin(ctx); err != nil {
 		return err
 	}
@@ -628,7 +628,7 @@ func (e *Embedded) SetIdempotentGrant(ctx context.Context, principal, key, grant
 	if err != nil {
 		return err
 	}
-	n, err := idemGrantNext(cur.rec, grantID)
+	n, err := idemGrantNext(cur.rec, grantID, receiptID)
 	if err != nil {
 		return err
 	}

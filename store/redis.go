@@ -541,8 +541,8 @@ func (r *Redis) updateIdem(ctx context.Context, principal, key string, ttl time.
 }
 
 // SetIdempotentGrant implements Store.
-func (r *Redis) SetIdempotentGrant(ctx context.Context, principal, key, grantID string) error {
-	return r.updateIdem(ctx, principal, key, 0, func(c *IdemRecord) (*IdemRecord, error) { return idemGrantNext(c, grantID) })
+func (r *Redis) SetIdempotentGrant(ctx context.Context, principal, key, grantID, receiptID string) error {
+	return r.updateIdem(ctx, principal, key, 0, func(c *IdemRecord) (*IdemRecord, error) { return idemGrantNext(c, grantID, receiptID) })
 }
 
 // FinishIdempotent implements Store.

@@ -169,6 +169,9 @@ type IdemRecord struct {
 	// GrantID is set once dispatch is decided, so a record left running by
 	// a crash can be resolved to its interrupted receipt.
 	GrantID string `json:"grant_id,omitempty"`
+	// ReceiptID is the receipt the grant will write (pre-assigned in the
+	// intent): after a crash it holds the outcome, interrupted or not.
+	ReceiptID string `json:"receipt_id,omitempty"`
 	// Status and Body are the stored outcome (Done only): the HTTP status
 	// and the exact JSON body answered.
 	Status    int             `json:"status,omitempty"`
@@ -270,8 +273,9 @@ type Store interface {
 	// exists and returns (nil, nil); otherwise it returns the existing
 	// record untouched for the caller to compare.
 	BeginIdempotent(ctx context.Context, rec *IdemRecord, ttl time.Duration) (*IdemRecord, error)
-	// SetIdempotentGrant records the grant id on a running record.
-	SetIdempotentGrant(ctx context.Context, principal, key, grantID string) error
+	// SetIdempotentGrant records the grant id and its pre-assigned receipt
+	// id on a running record (at the dispatch point).
+	SetIdempotentGrant(ctx context.Context, principal, key, grantID, receiptID string) error
 	// FinishIdempotent stores the outcome and marks the record done.
 	FinishIdempotent(ctx context.Context, principal, key string, status int, body json.RawMessage, ttl time.Duration) error
 	// AbortIdempotent deletes a running record (errors before dispatch are

@@ -84,12 +84,12 @@ func finishNext(a *Approval, f ApprovalFinish) (*Approval, error) {
 }
 
 // idemGrantNext records the grant id on a running record.
-func idemGrantNext(r *IdemRecord, grantID string) (*IdemRecord, error) {
+func idemGrantNext(r *IdemRecord, grantID, receiptID string) (*IdemRecord, error) {
 	if r.State != IdemRunning {
 		return nil, ErrConflict
 	}
 	n := cloneIdem(r)
-	n.GrantID = grantID
+	n.GrantID, n.ReceiptID = grantID, receiptID
 	return n, nil
 }
 

@@ -105,9 +105,15 @@ func TestKill9IdempotentRequestNeverRunsTwice(t *testing.T) {
 	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer rcancel()
 	_, err := c.Execute(rctx, "slow_fetch", map[string]any{"n": 1}, sdk.WithIdempotencyKey("once-only"))
+	// PROTOCOL §3.4: a key left running by a crash resolves to the
+	// interrupted receipt.
 	var e *sdk.Error
-	if err == nil || !errors.As(err, &e) || e.Status == 0 {
-		t.Fatalf("retry of a key cut off by kill -9 = %v, want a refusal or the stored outcome", err)
+	if !errors.Is(err, sdk.ErrActionFailed) || !errors.As(err, &e) || e.ReceiptID == "" {
+		t.Fatalf("retry of a key cut off by kill -9 = %v, want 502 with the interrupted receipt", err)
+	}
+	out, code := cli(t, "receipts", "show", e.ReceiptID, "--admin-socket", q.admin)
+	if code != 0 || !strings.Contains(out, `"kind": "interrupted"`) {
+		t.Fatalf("receipt %s for the cut-off request = %s, want kind interrupted", e.ReceiptID, out)
 	}
 	if n := hits.Load(); n != 1 {
 		t.Fatalf("upstream hit %d times, want 1: the idempotent request ran again after the crash", n)
