@@ -178,15 +178,8 @@ type denyRequest struct {
 }
 
 func (g *Gate) handleDeny(w http.ResponseWriter, r *http.Request) error {
-	body, err := readBody(w, r, g.cfg.MaxBodyBytes)
-	if err != nil {
-		return err
-	}
-	if err := requireJSON(r, body); err != nil {
-		return err
-	}
 	var req denyRequest
-	if err := decodeStrict(body, &req); err != nil {
+	if err := g.readJSON(w, r, &req); err != nil {
 		return err
 	}
 	if len(req.Reason) > 1024 {
@@ -227,15 +220,8 @@ type approveRequest struct {
 // handleApprove claims the approval, re-checks the frozen plan, and runs it
 // exactly once through the normal dispatch path (PROTOCOL §6).
 func (g *Gate) handleApprove(w http.ResponseWriter, r *http.Request) error {
-	body, err := readBody(w, r, g.cfg.MaxBodyBytes)
-	if err != nil {
-		return err
-	}
-	if err := requireJSON(r, body); err != nil {
-		return err
-	}
 	var req approveRequest
-	if err := decodeStrict(body, &req); err != nil {
+	if err := g.readJSON(w, r, &req); err != nil {
 		return err
 	}
 	id := r.PathValue("id")
@@ -306,20 +292,8 @@ func (g *Gate) handleApprove(w http.ResponseWriter, r *http.Request) error {
 	case !now.Before(sess.MaxExpiresAt):
 		return fail("session_expired", "")
 	}
-	in := &policy.Input{
-		Principal: a.Principal, SessionID: a.SessionID, AgentID: a.AgentID,
-		Peer: policy.Peer{UID: a.PeerUID, PID: a.PeerPID},
-		Action: policy.Action{
-			ID: act.ID, Version: act.Version, RiskLevel: act.RiskLevel, RequiredScopes: nonNil(act.RequiredScopes),
-			SideEffects: nonNil(act.SideEffects), CostCents: act.CostCents,
-			Egress: policy.Egress{Profile: act.Egress.Profile, AllowedDomains: nonNil(act.Egress.AllowedDomains), LearnedDomains: nonNil(learned)},
-		},
-		Request: policy.Request{Args: a.Args, Hash: a.RequestHash, SizeBytes: len(a.Args), TargetHosts: nonNil(a.TargetHosts), UnresolvedDomains: nonNil(a.UnresolvedDomains)},
-		Lease:   policy.Lease{Scopes: sess.Scopes, ExpiresAt: sess.LeaseExpiresAt.UTC().Format(time.RFC3339)},
-		Budget:  policy.Budget{CallsRemaining: sess.CallsRemaining(), CostRemaining: sess.CostRemaining()},
-		Time:    policy.NewTime(now), StandingApproval: json.RawMessage("null"),
-		Approval: &policy.Approval{ApprovalID: a.ID, ApprovedBy: by},
-	}
+	in := policyInput(sess, policy.Peer{UID: a.PeerUID, PID: a.PeerPID}, sess.Scopes, sess.LeaseExpiresAt, act, plan, learned, now)
+	in.Approval = &policy.Approval{ApprovalID: a.ID, ApprovedBy: by}
 	d, err := snap.Policy.Decide(r.Context(), in, now)
 	if err != nil {
 		return fail("policy_unavailable", "")

@@ -190,7 +190,7 @@ func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action,
 	}
 	// 5. decide.
 	now := g.clk.Now()
-	in := g.policyInput(c, act, plan, learned, now)
+	in := policyInput(c.session, policy.Peer{UID: c.peer.UID, GID: c.peer.GID, PID: c.peer.PID}, c.claims.Scopes, c.claims.ExpiresAt, act, plan, learned, now)
 	t0 := time.Now()
 	d, err := snap.Policy.Decide(ctx, in, now)
 	g.mets.policy.Observe(time.Since(t0).Seconds())
@@ -280,10 +280,11 @@ func (g *Gate) audit(ctx context.Context, a *receipts.AuditRecord) error {
 }
 
 // policyInput builds the ARCHITECTURE "Policy contract" input document.
-func (g *Gate) policyInput(c *caller, act *actions.Action, plan *actions.Plan, learned []string, now time.Time) *policy.Input {
+// The same builder serves execute and the re-evaluation at approval time.
+func policyInput(sess *store.Session, peer policy.Peer, scopes []string, leaseExp time.Time, act *actions.Action, plan *actions.Plan, learned []string, now time.Time) *policy.Input {
 	return &policy.Input{
-		Principal: c.session.Principal, SessionID: c.session.ID, AgentID: c.session.AgentID,
-		Peer: policy.Peer{UID: c.peer.UID, GID: c.peer.GID, PID: c.peer.PID},
+		Principal: sess.Principal, SessionID: sess.ID, AgentID: sess.AgentID,
+		Peer: peer,
 		Action: policy.Action{
 			ID: act.ID, Version: act.Version, RiskLevel: act.RiskLevel,
 			RequiredScopes: nonNil(act.RequiredScopes), SideEffects: nonNil(act.SideEffects), CostCents: act.CostCents,
@@ -293,8 +294,8 @@ func (g *Gate) policyInput(c *caller, act *actions.Action, plan *actions.Plan, l
 			Args: plan.ArgsRaw, Hash: plan.RequestHash, SizeBytes: len(plan.ArgsRaw),
 			TargetHosts: nonNil(plan.TargetHosts), UnresolvedDomains: nonNil(plan.Unresolved),
 		},
-		Lease:            policy.Lease{Scopes: c.claims.Scopes, ExpiresAt: c.claims.ExpiresAt.UTC().Format(time.RFC3339)},
-		Budget:           policy.Budget{CallsRemaining: c.session.CallsRemaining(), CostRemaining: c.session.CostRemaining()},
+		Lease:            policy.Lease{Scopes: nonNil(scopes), ExpiresAt: leaseExp.UTC().Format(time.RFC3339)},
+		Budget:           policy.Budget{CallsRemaining: sess.CallsRemaining(), CostRemaining: sess.CostRemaining()},
 		Time:             policy.NewTime(now),
 		StandingApproval: json.RawMessage("null"),
 	}

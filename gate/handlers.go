@@ -318,15 +318,8 @@ type revokeRequest struct {
 }
 
 func (g *Gate) handleRevoke(w http.ResponseWriter, r *http.Request) error {
-	body, err := readBody(w, r, g.cfg.MaxBodyBytes)
-	if err != nil {
-		return err
-	}
-	if err := requireJSON(r, body); err != nil {
-		return err
-	}
 	var req revokeRequest
-	if err := decodeStrict(body, &req); err != nil {
+	if err := g.readJSON(w, r, &req); err != nil {
 		return err
 	}
 	n := 0

@@ -233,6 +233,19 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return body, nil
 }
 
+// readJSON reads a JSON object body under the gate's cap into v:
+// application/json when a body is present, strictly decoded.
+func (g *Gate) readJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := readBody(w, r, g.cfg.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	if err := requireJSON(r, body); err != nil {
+		return err
+	}
+	return decodeStrict(body, v)
+}
+
 // requireJSON enforces Content-Type: application/json when a body is present.
 func requireJSON(r *http.Request, body []byte) error {
 	if len(body) == 0 {

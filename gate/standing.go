@@ -66,15 +66,8 @@ type standingRequest struct {
 }
 
 func (g *Gate) handleStandingCreate(w http.ResponseWriter, r *http.Request) error {
-	body, err := readBody(w, r, g.cfg.MaxBodyBytes)
-	if err != nil {
-		return err
-	}
-	if err := requireJSON(r, body); err != nil {
-		return err
-	}
 	var req standingRequest
-	if err := decodeStrict(body, &req); err != nil {
+	if err := g.readJSON(w, r, &req); err != nil {
 		return err
 	}
 	now := g.clk.Now()
@@ -276,15 +269,8 @@ type webhookTestRequest struct {
 }
 
 func (g *Gate) handleWebhookTest(w http.ResponseWriter, r *http.Request) error {
-	body, err := readBody(w, r, g.cfg.MaxBodyBytes)
-	if err != nil {
-		return err
-	}
-	if err := requireJSON(r, body); err != nil {
-		return err
-	}
 	var req webhookTestRequest
-	if err := decodeStrict(body, &req); err != nil {
+	if err := g.readJSON(w, r, &req); err != nil {
 		return err
 	}
 	d, err := g.hooks.Test(r.Context(), req.URL)
