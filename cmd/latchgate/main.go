@@ -44,6 +44,7 @@ approve held actions and inspect the ledger.`,
 		newApprovalsCmd(),
 		newActionsCmd(),
 		newAuditCmd(),
+		newBenchCmd(),
 	)
 	return root
 }
