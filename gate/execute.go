@@ -77,6 +77,9 @@ type dispatchRequest struct {
 	peer          Peer
 	approval      *receipts.Approval
 	policyVersion string
+	// decision, when set, is the decision record written together with
+	// the intent (same group commit, before it).
+	decision *receipts.AuditRecord
 }
 
 // outcome is a dispatched request's answer.
@@ -205,13 +208,13 @@ func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action,
 		return g.hold(ctx, c, act, plan, traceID, now)
 	}
 	g.mets.decisions.WithLabelValues("allow").Inc()
-	if err := g.audit(ctx, &receipts.AuditRecord{TraceID: traceID, Principal: c.session.Principal, SessionID: c.session.ID, AgentID: c.session.AgentID, ActionID: act.ID, RequestHash: plan.RequestHash, Decision: receipts.DecisionAllow}); err != nil {
-		return 0, nil, err
-	}
+	// The allow record is written in the intent's group commit (one fsync
+	// round instead of two); both are durable before anything runs.
 	out, err := g.dispatch(ctx, dispatchRequest{
 		traceID: traceID, action: act, plan: plan, principal: c.session.Principal,
 		sessionID: c.session.ID, agentID: c.session.AgentID, peer: c.peer,
 		policyVersion: snap.Policy.Version(),
+		decision: &receipts.AuditRecord{ID: newID(), TraceID: traceID, Principal: c.session.Principal, SessionID: c.session.ID, AgentID: c.session.AgentID, ActionID: act.ID, RequestHash: plan.RequestHash, Decision: receipts.DecisionAllow},
 	})
 	if err != nil {
 		return 0, nil, err
@@ -309,8 +312,8 @@ func (g *Gate) dispatch(ctx context.Context, dr dispatchRequest) (*outcome, erro
 		Approval: dr.approval, PolicyVersion: dr.policyVersion,
 		Egress: receipts.Egress{Hosts: nonNil(plan.TargetHosts)}, StartedAt: receipts.FormatTime(started),
 	}
-	// 7a. durable intent before anything may run.
-	if err := g.led.WriteIntent(ctx, intent); err != nil {
+	// 7a. durable intent (and decision record) before anything may run.
+	if err := g.led.WriteDecisionAndIntent(ctx, dr.decision, intent); err != nil {
 		return nil, errLedgerUnavailable(err)
 	}
 	// 6 + 7b. reserve budget and consume the grant atomically.

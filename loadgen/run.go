@@ -189,7 +189,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if cfg.GatePID != 0 && cpuErr == nil && cpuErr2 == nil && res.Requests > 0 {
 		res.GateCPUS = (cpu1 - cpu0).Seconds()
-		res.GateCPUUSPerExe = float64((cpu1-cpu0).Microseconds()) / float64(res.Requests)
+		res.GateCPUUSPerExe = float64((cpu1 - cpu0).Microseconds()) / float64(res.Requests)
 	}
 	if cfg.GatePID != 0 && (cpuErr != nil || cpuErr2 != nil) {
 		return res, fmt.Errorf("gate CPU time: %w", errors.Join(cpuErr, cpuErr2))

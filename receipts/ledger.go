@@ -57,13 +57,15 @@ var (
 
 // Defaults.
 const (
-	DefaultOutputCap   = 256 << 10
-	DefaultAuditLimit  = 50
-	MaxAuditLimit      = 500
-	maxBatch           = 1024
-	opsQueue           = 1024
-	tornTimeLayout     = "20060102T150405.000Z"
-	defaultTornAttempt = 100
+	DefaultOutputCap  = 256 << 10
+	DefaultAuditLimit = 50
+	MaxAuditLimit     = 500
+	maxBatch          = 1024
+	// DefaultHeadInterval is Config.HeadInterval's default.
+	DefaultHeadInterval = 100 * time.Millisecond
+	opsQueue            = 1024
+	tornTimeLayout      = "20060102T150405.000Z"
+	defaultTornAttempt  = 100
 )
 
 // Config configures a Ledger.
@@ -80,11 +82,19 @@ type Config struct {
 	// writers to join it. Default (0): commit as soon as the previous
 	// fsync returns (natural batching).
 	GroupCommitWindow time.Duration
+	// HeadInterval is the shortest time between two writes of head.json
+	// (temp file, fsync, rename, directory fsync). The head may lag the
+	// durable records by this much; Close always writes the newest head.
+	// Default (0): 100ms.
+	HeadInterval time.Duration
 }
 
 func (c Config) withDefaults() Config {
 	if c.OutputCap == 0 {
 		c.OutputCap = DefaultOutputCap
+	}
+	if c.HeadInterval == 0 {
+		c.HeadInterval = DefaultHeadInterval
 	}
 	return c
 }
@@ -100,6 +110,8 @@ func (c Config) Validate() error {
 		return errors.New("receipts: OutputCap must be >= 0 bytes (0 = 256 KiB)")
 	case c.GroupCommitWindow < 0:
 		return errors.New(`receipts: GroupCommitWindow must be >= 0 (e.g. "200us"; 0 = none)`)
+	case c.HeadInterval < 0:
+		return errors.New(`receipts: HeadInterval must be >= 0 (e.g. "100ms"; 0 = 100ms)`)
 	}
 	return nil
 }
@@ -151,8 +163,8 @@ type op struct {
 	kind    opKind
 	line    []byte // intent/abort: the record JSON
 	receipt *Receipt
-	audit   *AuditRecord
-	done    chan error // buffered(1)
+	audit   *AuditRecord // opAudit; for opIntent, an optional decision record staged just before it
+	done    chan error   // buffered(1)
 }
 
 // Ledger is the durable evidence store. Safe for concurrent use.
@@ -508,8 +520,25 @@ func (l *Ledger) submit(ctx context.Context, o *op) error {
 // WriteIntent writes the durable intent before dispatch. An error means
 // nothing may run (503 ledger_unavailable).
 func (l *Ledger) WriteIntent(ctx context.Context, in *Intent) error {
+	return l.WriteDecisionAndIntent(ctx, nil, in)
+}
+
+// WriteDecisionAndIntent appends the decision record a (when not nil, as
+// AppendAudit would) followed by the intent in, in the same group commit:
+// both are durable, in that order, when it returns nil, and neither is
+// written when it fails. The execute path uses it to save one fsync round
+// per allowed request.
+func (l *Ledger) WriteDecisionAndIntent(ctx context.Context, a *AuditRecord, in *Intent) error {
 	if err := in.validate(); err != nil {
 		return err
+	}
+	var audit *AuditRecord
+	if a != nil {
+		c, err := l.prepareAudit(a)
+		if err != nil {
+			return err
+		}
+		audit = c
 	}
 	c := *in
 	if c.Egress.Hosts == nil {
@@ -519,7 +548,13 @@ func (l *Ledger) WriteIntent(ctx context.Context, in *Intent) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidRecord, err)
 	}
-	return l.submit(ctx, &op{kind: opIntent, line: b})
+	if err := l.submit(ctx, &op{kind: opIntent, line: b, audit: audit}); err != nil {
+		return err
+	}
+	if a != nil {
+		*a = *audit
+	}
+	return nil
 }
 
 // WriteAbort records that the grant of an intent was refused, so the intent
@@ -564,6 +599,20 @@ func (l *Ledger) Append(ctx context.Context, r *Receipt) (*Receipt, error) {
 // AppendAudit seals and durably appends a decision record. ID (a UUIDv7)
 // and Time are set when empty.
 func (l *Ledger) AppendAudit(ctx context.Context, a *AuditRecord) error {
+	c, err := l.prepareAudit(a)
+	if err != nil {
+		return err
+	}
+	if err := l.submit(ctx, &op{kind: opAudit, audit: c}); err != nil {
+		return err
+	}
+	*a = *c
+	return nil
+}
+
+// prepareAudit returns a validated copy of a for the writer, with ID and
+// Time set when empty.
+func (l *Ledger) prepareAudit(a *AuditRecord) (*AuditRecord, error) {
 	c := *a
 	c.Seq, c.PrevHash, c.Hash, c.Signature, c.KeyID = 0, nil, "", "", ""
 	c.GateID = l.cfg.GateID
@@ -574,18 +623,14 @@ func (l *Ledger) AppendAudit(ctx context.Context, a *AuditRecord) error {
 	if c.ID == "" {
 		id, err := newUUIDv7(now, l.rnd)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		c.ID = id
 	}
 	if err := c.validate(); err != nil {
-		return err
+		return nil, err
 	}
-	if err := l.submit(ctx, &op{kind: opAudit, audit: &c}); err != nil {
-		return err
-	}
-	*a = c
-	return nil
+	return &c, nil
 }
 
 // writer is the single goroutine that writes and fsyncs the ledger.
@@ -655,6 +700,14 @@ func (l *Ledger) commit(batch []*op) {
 		st[i].o = o
 		switch o.kind {
 		case opIntent:
+			if o.audit != nil {
+				mark := buf.Len()
+				if err := l.stageAudit(buf, start, s, o.audit, &atip, &st[i]); err != nil {
+					buf.Truncate(mark)
+					st[i].err = err
+					continue
+				}
+			}
 			appendLine(buf, lineIntent, o.line)
 		case opAbort:
 			appendLine(buf, lineAbort, o.line)
@@ -689,23 +742,7 @@ func (l *Ledger) commit(batch []*op) {
 			l.pendingIDs[r.ReceiptID] = struct{}{}
 			rtip = chainTip{seq: r.Seq, hash: sl.hash}
 		case opAudit:
-			a := o.audit
-			a.Seq = atip.seq + 1
-			a.PrevHash = prevHash(atip)
-			unsigned, err := json.Marshal(a)
-			var sl sealed
-			if err == nil {
-				sl, err = s.seal(unsigned)
-			}
-			if err != nil {
-				st[i].err = fmt.Errorf("%w: %w", ErrInvalidRecord, err)
-				continue
-			}
-			a.Hash, a.Signature, a.KeyID = sl.hash, sl.sig, s.kid
-			off := appendLine(buf, lineAudit, sl.raw)
-			st[i].loc = loc{off: start + int64(off), n: len(sl.raw)}
-			st[i].meta = recordMeta{Seq: a.Seq, Time: a.Time, Principal: a.Principal, ActionID: a.ActionID, Decision: a.Decision}
-			atip = chainTip{seq: a.Seq, hash: sl.hash}
+			st[i].err = l.stageAudit(buf, start, s, o.audit, &atip, &st[i])
 		}
 	}
 	if err := l.persist(buf.Bytes(), start); err != nil {
@@ -728,6 +765,10 @@ func (l *Ledger) commit(batch []*op) {
 				continue
 			}
 			switch st[i].o.kind {
+			case opIntent:
+				if st[i].o.audit != nil {
+					l.audit = append(l.audit, newAuditEntry(st[i].loc, &st[i].meta))
+				}
 			case opReceipt:
 				l.byID[st[i].meta.ReceiptID] = st[i].loc
 				if a := st[i].meta.Approval; a != nil && a.ApprovalID != "" {
@@ -751,6 +792,29 @@ func (l *Ledger) commit(batch []*op) {
 	for i := range st {
 		st[i].o.done <- st[i].err
 	}
+}
+
+// stageAudit seals a (next in the audit chain after *atip) into buf, and
+// records its location and index entry in stg. On error nothing was added
+// to buf and *atip is unchanged.
+func (l *Ledger) stageAudit(buf *bytes.Buffer, start int64, s *signer, a *AuditRecord, atip *chainTip, stg *staged) error {
+	a.Seq = atip.seq + 1
+	a.PrevHash = prevHash(*atip)
+	unsigned, err := json.Marshal(a)
+	var sl sealed
+	if err == nil {
+		sl, err = s.seal(unsigned)
+	}
+	if err != nil {
+		a.Seq, a.PrevHash = 0, nil
+		return fmt.Errorf("%w: %w", ErrInvalidRecord, err)
+	}
+	a.Hash, a.Signature, a.KeyID = sl.hash, sl.sig, s.kid
+	off := appendLine(buf, lineAudit, sl.raw)
+	stg.loc = loc{off: start + int64(off), n: len(sl.raw)}
+	stg.meta = recordMeta{Seq: a.Seq, Time: a.Time, Principal: a.Principal, ActionID: a.ActionID, Decision: a.Decision}
+	*atip = chainTip{seq: a.Seq, hash: sl.hash}
+	return nil
 }
 
 func prevHash(t chainTip) *string {
@@ -829,6 +893,17 @@ func (l *Ledger) headWriter() {
 		}
 		if err := l.flushHead(); err != nil {
 			l.log.Error().Err(err).Msg("persist ledger head")
+		}
+		// Coalesce the heads of the next HeadInterval into one write.
+		t := time.NewTimer(l.cfg.HeadInterval)
+		select {
+		case <-t.C:
+		case <-l.headStop:
+			t.Stop()
+			if err := l.flushHead(); err != nil {
+				l.log.Error().Err(err).Msg("persist ledger head")
+			}
+			return
 		}
 	}
 }
