@@ -214,7 +214,7 @@ func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action,
 		traceID: traceID, action: act, plan: plan, principal: c.session.Principal,
 		sessionID: c.session.ID, agentID: c.session.AgentID, peer: c.peer,
 		policyVersion: snap.Policy.Version(),
-		decision: &receipts.AuditRecord{ID: newID(), TraceID: traceID, Principal: c.session.Principal, SessionID: c.session.ID, AgentID: c.session.AgentID, ActionID: act.ID, RequestHash: plan.RequestHash, Decision: receipts.DecisionAllow},
+		decision:      &receipts.AuditRecord{ID: newID(), TraceID: traceID, Principal: c.session.Principal, SessionID: c.session.ID, AgentID: c.session.AgentID, ActionID: act.ID, RequestHash: plan.RequestHash, Decision: receipts.DecisionAllow},
 	})
 	if err != nil {
 		return 0, nil, err
