@@ -262,3 +262,20 @@ func ProcessRSS(pid int) (int64, error) {
 	}
 	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
 }
+
+// OpenIdle opens n leases on socket (each its own key and agent id
+// "idle-<i>") and never uses them: the gate then holds n idle sessions.
+func OpenIdle(ctx context.Context, socket string, n int) error {
+	for i := range n {
+		a, err := newAgent(socket, 10*time.Second)
+		if err != nil {
+			return err
+		}
+		err = a.openLease(ctx, "idle-"+strconv.Itoa(i), time.Hour)
+		a.close()
+		if err != nil {
+			return fmt.Errorf("idle session %d: %w", i, err)
+		}
+	}
+	return nil
+}

@@ -44,6 +44,9 @@ type benchSummary struct {
 	FloorUS          float64        `json:"floor_us"`
 	Floor            *loadgen.Floor `json:"floor"`
 	RatioToFloor     float64        `json:"ratio_to_floor"`
+	// With --idle-sessions: how many, and the RSS growth per session.
+	IdleSessions           int     `json:"idle_sessions,omitempty"`
+	IdleRSSBytesPerSession float64 `json:"idle_rss_bytes_per_session,omitempty"`
 }
 
 func newBenchCmd() *cobra.Command {
@@ -58,6 +61,7 @@ func newBenchCmd() *cobra.Command {
 		cpuProfile  string
 		heapProfile string
 		floorIters  int
+		idle        int
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -118,6 +122,16 @@ packages. ratio_to_floor = gate CPU per execute / floor.
 			if pid != 0 {
 				s.GateRSSBytes, _ = loadgen.ProcessRSS(pid)
 			}
+			if idle > 0 {
+				if err := loadgen.OpenIdle(ctx, socket, idle); err != nil {
+					return err
+				}
+				s.IdleSessions = idle
+				if pid != 0 {
+					rss, _ := loadgen.ProcessRSS(pid)
+					s.IdleRSSBytesPerSession = round3(float64(rss-s.GateRSSBytes) / float64(idle))
+				}
+			}
 			if floor.TotalUS > 0 && res.GateCPUUSPerExe > 0 {
 				s.RatioToFloor = round3(res.GateCPUUSPerExe / floor.TotalUS)
 			}
@@ -144,6 +158,7 @@ packages. ratio_to_floor = gate CPU per execute / floor.
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write the started gate's CPU profile to this file")
 	f.StringVar(&heapProfile, "heap-profile", "", "write the started gate's heap profile to this file at exit")
 	f.IntVar(&floorIters, "floor-iterations", 2000, "iterations of each floor measurement")
+	f.IntVar(&idle, "idle-sessions", 0, "after the run, open this many leases that are never used and report the gate's RSS growth (with --heap-profile: the heap they hold)")
 	return cmd
 }
 
@@ -176,6 +191,9 @@ func printBench(w io.Writer, s benchSummary) {
 		s.FloorUS, s.Floor.VerifyProofUS, s.Floor.SignReceiptUS, s.Floor.PolicyUS)
 	if s.RatioToFloor > 0 {
 		fmt.Fprintf(w, "ratio        %.2f × floor\n", s.RatioToFloor)
+	}
+	if s.IdleSessions > 0 {
+		fmt.Fprintf(w, "idle         %d sessions, RSS +%.0f bytes/session\n", s.IdleSessions, s.IdleRSSBytesPerSession)
 	}
 }
 
