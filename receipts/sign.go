@@ -32,11 +32,17 @@ var b64 = base64.RawURLEncoding
 // raw. It fails on JSON that is not I-JSON (duplicate keys, invalid UTF-8,
 // numbers out of range).
 func HashJSON(raw []byte) (string, error) {
-	canon, err := jcs.Transform(raw)
+	c := canonPool.Get().(*canon)
+	canonical, err := c.canonicalJSON(raw)
 	if err != nil {
+		canonPool.Put(c)
 		return "", fmt.Errorf("%w: %w", ErrInvalidRecord, err)
 	}
-	return hashBytes(canon), nil
+	h := hashBytes(canonical)
+	if cap(c.out) <= maxPooledBuf && cap(c.scratch) <= maxPooledBuf {
+		canonPool.Put(c)
+	}
+	return h, nil
 }
 
 func hashBytes(canon []byte) string {
