@@ -44,6 +44,9 @@ type benchSummary struct {
 	FloorUS          float64        `json:"floor_us"`
 	Floor            *loadgen.Floor `json:"floor"`
 	RatioToFloor     float64        `json:"ratio_to_floor"`
+	// RatioToCrypto is gate CPU per execute / (ES256 verification + Ed25519
+	// signature), the floor without the policy.
+	RatioToCrypto float64 `json:"ratio_to_crypto"`
 	// With --idle-sessions: how many, and the RSS growth per session.
 	IdleSessions           int     `json:"idle_sessions,omitempty"`
 	IdleRSSBytesPerSession float64 `json:"idle_rss_bytes_per_session,omitempty"`
@@ -134,6 +137,7 @@ packages. ratio_to_floor = gate CPU per execute / floor.
 			}
 			if floor.TotalUS > 0 && res.GateCPUUSPerExe > 0 {
 				s.RatioToFloor = round3(res.GateCPUUSPerExe / floor.TotalUS)
+				s.RatioToCrypto = round3(res.GateCPUUSPerExe / (floor.VerifyProofUS + floor.SignReceiptUS))
 			}
 			if jsonOut {
 				b, err := json.Marshal(s)
@@ -190,7 +194,7 @@ func printBench(w io.Writer, s benchSummary) {
 	fmt.Fprintf(w, "floor        %.1f µs = ES256 verify %.1f + Ed25519 sign %.1f + policy %.1f\n",
 		s.FloorUS, s.Floor.VerifyProofUS, s.Floor.SignReceiptUS, s.Floor.PolicyUS)
 	if s.RatioToFloor > 0 {
-		fmt.Fprintf(w, "ratio        %.2f × floor\n", s.RatioToFloor)
+		fmt.Fprintf(w, "ratio        %.2f × floor, %.2f × (ES256 verify + Ed25519 sign)\n", s.RatioToFloor, s.RatioToCrypto)
 	}
 	if s.IdleSessions > 0 {
 		fmt.Fprintf(w, "idle         %d sessions, RSS +%.0f bytes/session\n", s.IdleSessions, s.IdleRSSBytesPerSession)
