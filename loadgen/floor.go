@@ -130,7 +130,8 @@ func EchoPolicyInput(now time.Time) *policy.Input {
 
 // timeIt returns the mean CPU time of fn in microseconds, measured as the
 // calling thread's CPU time (so other processes on a shared machine do not
-// inflate it), after a short warm-up.
+// inflate it), after a short warm-up. It runs at least n iterations and at
+// least minFloorCPU of CPU time, so the clock's resolution does not matter.
 func timeIt(n int, fn func() error) (float64, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -143,17 +144,26 @@ func timeIt(n int, fn func() error) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for range n {
-		if err := fn(); err != nil {
+	var done int
+	var used time.Duration
+	for done < n || used < minFloorCPU {
+		for range max(n, 1) {
+			if err := fn(); err != nil {
+				return 0, err
+			}
+		}
+		done += max(n, 1)
+		c1, err := threadCPU()
+		if err != nil {
 			return 0, err
 		}
+		used = c1 - c0
 	}
-	c1, err := threadCPU()
-	if err != nil {
-		return 0, err
-	}
-	return float64((c1 - c0).Nanoseconds()) / float64(n) / 1000, nil
+	return float64(used.Nanoseconds()) / float64(done) / 1000, nil
 }
+
+// minFloorCPU is the least CPU time each floor piece is measured over.
+const minFloorCPU = 50 * time.Millisecond
 
 // threadCPU is the calling OS thread's user+system CPU time.
 func threadCPU() (time.Duration, error) {

@@ -141,6 +141,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			}
 			for {
 				if cfg.Rate > 0 {
+					if !next.Before(end) {
+						return
+					}
 					if d := time.Until(next); d > 0 {
 						time.Sleep(d)
 					}

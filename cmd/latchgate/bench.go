@@ -137,7 +137,9 @@ packages. ratio_to_floor = gate CPU per execute / floor.
 			}
 			if floor.TotalUS > 0 && res.GateCPUUSPerExe > 0 {
 				s.RatioToFloor = round3(res.GateCPUUSPerExe / floor.TotalUS)
-				s.RatioToCrypto = round3(res.GateCPUUSPerExe / (floor.VerifyProofUS + floor.SignReceiptUS))
+			}
+			if crypto := floor.VerifyProofUS + floor.SignReceiptUS; crypto > 0 && res.GateCPUUSPerExe > 0 {
+				s.RatioToCrypto = round3(res.GateCPUUSPerExe / crypto)
 			}
 			if jsonOut {
 				b, err := json.Marshal(s)
