@@ -126,3 +126,44 @@ func TestHeadIntervalCloseWritesNewestHead(t *testing.T) {
 		t.Error("Validate(HeadInterval -1) = nil, want error")
 	}
 }
+
+// TestHeadSignedWhenRead: commits leave the head unsigned; Head, Verify
+// and head.json always carry a valid signature over the newest chain ends.
+func TestHeadSignedWhenRead(t *testing.T) {
+	dir := t.TempDir()
+	l := openLedger(t, dir, opts{})
+	tests := []struct {
+		name    string
+		n       int
+		wantSeq int64
+	}{
+		{name: "ok/one", n: 1, wantSeq: 1},
+		{name: "ok/more", n: 3, wantSeq: 4},
+	}
+	next := 0
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for range tt.n {
+				mustAppend(t, l, sampleReceipt(next))
+				next++
+			}
+			h := l.Head()
+			if h.Seq != tt.wantSeq || h.Signature == "" {
+				t.Fatalf("Head() = seq %d signature %q, want seq %d signed", h.Seq, h.Signature, tt.wantSeq)
+			}
+			if err := h.verify(l.Keys()); err != nil {
+				t.Errorf("Head().verify = %v, want nil", err)
+			}
+			if res := l.Verify(); !res.Intact || res.Head.Seq != tt.wantSeq {
+				t.Errorf("Verify = %+v, want intact at seq %d", res, tt.wantSeq)
+			}
+		})
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h, err := readHead(OSFS{}, dir)
+	if err != nil || h == nil || h.verify(l.Keys()) != nil || h.Seq != 4 {
+		t.Errorf("head.json after Close = %+v, %v; want a valid signed head at seq 4", h, err)
+	}
+}
