@@ -11,7 +11,11 @@ GOTESTFLAGS ?=
 export LATCHGATE_REQUIRE_REDIS ?= 1
 
 .PHONY: all build run test test-go test-policy test-sdk test-sdk-go test-sdk-python \
+<<<<<<< HEAD
         test-sdk-typescript test-smoke test-faults bench fuzz soak lint clean
+=======
+        test-sdk-typescript test-smoke bench bench-gate fuzz lint clean
+>>>>>>> issue7
 
 all: build
 
@@ -68,6 +72,12 @@ soak:
 ## bench: Go micro-benchmarks of the hot path.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1s ./lease/ ./store/ ./policy/ ./receipts/ ./gate/
+
+## bench-gate: end-to-end figures (BENCHMARKS.md): embedded, full speed and 1,000 req/s.
+BENCH_DURATION ?= 10s
+bench-gate: build
+	./$(BIN) bench --duration $(BENCH_DURATION)
+	./$(BIN) bench --duration $(BENCH_DURATION) --rate 1000
 
 ## fuzz: run every fuzz target for FUZZTIME each.
 fuzz:

@@ -84,6 +84,9 @@ type dispatchRequest struct {
 	// idemKey, when set, is the request's Idempotency-Key: the record is
 	// bound to the grant and its receipt at the dispatch point.
 	idemKey string
+	// decision, when set, is the decision record written together with
+	// the intent (same group commit, before it).
+	decision *receipts.AuditRecord
 }
 
 // outcome is a dispatched request's answer.
@@ -250,17 +253,17 @@ func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action,
 		appr = &receipts.Approval{Kind: receipts.ApprovalStanding, ApprovalID: used.ID, ApprovedBy: used.CreatedBy, ApprovedAt: receipts.FormatTime(now)}
 	}
 	g.mets.decisions.WithLabelValues("allow").Inc()
-	rec := &receipts.AuditRecord{TraceID: traceID, Principal: c.session.Principal, SessionID: c.session.ID, AgentID: c.session.AgentID, ActionID: act.ID, RequestHash: plan.RequestHash, Decision: receipts.DecisionAllow}
+	// The allow record is written in the intent's group commit (one fsync
+	// round instead of two); both are durable before anything runs.
+	rec := &receipts.AuditRecord{ID: newID(), TraceID: traceID, Principal: c.session.Principal, SessionID: c.session.ID, AgentID: c.session.AgentID, ActionID: act.ID, RequestHash: plan.RequestHash, Decision: receipts.DecisionAllow}
 	if appr != nil {
 		rec.ApprovalID, rec.Reason = appr.ApprovalID, "standing approval"
-	}
-	if err := g.audit(ctx, rec); err != nil {
-		return 0, nil, err
 	}
 	out, err := g.dispatch(ctx, dispatchRequest{
 		traceID: traceID, action: act, plan: plan, principal: c.session.Principal,
 		sessionID: c.session.ID, agentID: c.session.AgentID, peer: c.peer,
 		policyVersion: snap.Policy.Version(), approval: appr, learned: learned, idemKey: idemKey,
+		decision: rec,
 	})
 	if err != nil {
 		return 0, nil, err
@@ -360,8 +363,8 @@ func (g *Gate) dispatch(ctx context.Context, dr dispatchRequest) (*outcome, erro
 		Approval: dr.approval, PolicyVersion: dr.policyVersion,
 		Egress: receipts.Egress{Hosts: nonNil(plan.TargetHosts)}, StartedAt: receipts.FormatTime(started),
 	}
-	// 7a. durable intent before anything may run.
-	if err := g.led.WriteIntent(ctx, intent); err != nil {
+	// 7a. durable intent (and decision record) before anything may run.
+	if err := g.led.WriteDecisionAndIntent(ctx, dr.decision, intent); err != nil {
 		return nil, errLedgerUnavailable(err)
 	}
 	// Bind the idempotency record to this grant's receipt: after a crash

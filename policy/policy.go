@@ -436,13 +436,3 @@ func cloneMap(m map[string]any) map[string]any {
 	}
 	return out
 }
-
-// inputValue converts the input to an AST value through its JSON form, so
-// the policy sees exactly the documented members.
-func inputValue(in *Input) (ast.Value, error) {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return nil, err
-	}
-	return ast.ValueFromReader(bytes.NewReader(b))
-}

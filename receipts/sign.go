@@ -32,11 +32,17 @@ var b64 = base64.RawURLEncoding
 // raw. It fails on JSON that is not I-JSON (duplicate keys, invalid UTF-8,
 // numbers out of range).
 func HashJSON(raw []byte) (string, error) {
-	canon, err := jcs.Transform(raw)
+	c := canonPool.Get().(*canon)
+	canonical, err := c.canonicalJSON(raw)
 	if err != nil {
+		canonPool.Put(c)
 		return "", fmt.Errorf("%w: %w", ErrInvalidRecord, err)
 	}
-	return hashBytes(canon), nil
+	h := hashBytes(canonical)
+	if cap(c.out) <= maxPooledBuf && cap(c.scratch) <= maxPooledBuf {
+		canonPool.Put(c)
+	}
+	return h, nil
 }
 
 func hashBytes(canon []byte) string {
@@ -85,8 +91,13 @@ func newSigner(priv ed25519.PrivateKey) *signer {
 }
 
 // sign signs the ASCII bytes of a "sha256:…" hash string.
-func (s *signer) sign(hash string) string {
-	return b64.EncodeToString(ed25519.Sign(s.priv, []byte(hash)))
+func (s *signer) sign(hash string) string { return SignHash(s.priv, hash) }
+
+// SignHash returns the base64url Ed25519 signature a record carries: over
+// the ASCII bytes of its "sha256:…" hash string. The ledger signs with it;
+// `latchgate bench` times it as part of the floor.
+func SignHash(priv ed25519.PrivateKey, hash string) string {
+	return b64.EncodeToString(ed25519.Sign(priv, []byte(hash)))
 }
 
 // sealed is a record with its hash, signature and key id appended.

@@ -47,6 +47,7 @@ approve held actions and inspect the ledger.`,
 		newWebhooksCmd(),
 		newKeysCmd(),
 		newDoctorCmd(),
+		newBenchCmd(),
 	)
 	root.Example = `  latchgate serve --dev
   latchgate approvals list

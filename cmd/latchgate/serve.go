@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	goruntime "runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,6 +64,11 @@ broken set is rejected and the old one keeps serving).`,
 		RunE: runServe,
 	}
 	addServeFlags(cmd.Flags())
+	f := cmd.Flags()
+	f.String("cpu-profile", "", "write a CPU profile (go tool pprof) of the whole run to this file")
+	f.String("heap-profile", "", "write a heap profile to this file at exit (after a GC)")
+	_ = f.MarkHidden("cpu-profile")
+	_ = f.MarkHidden("heap-profile")
 	return cmd
 }
 
@@ -123,7 +130,44 @@ func runServe(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer rt.close()
+	cpuProfile, _ := cmd.Flags().GetString("cpu-profile")
+	heapProfile, _ := cmd.Flags().GetString("heap-profile")
+	stopProfiles, err := startProfiles(cpuProfile, heapProfile)
+	if err != nil {
+		return err
+	}
+	defer stopProfiles()
 	return rt.serve(ctx)
+}
+
+// startProfiles starts a CPU profile into cpuPath (if set); the returned
+// function stops it and writes a heap profile into heapPath (if set).
+func startProfiles(cpuPath, heapPath string) (func(), error) {
+	var cpuFile *os.File
+	if cpuPath != "" {
+		f, err := os.OpenFile(cpuPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("cpu profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			_ = f.Close()
+			return nil, fmt.Errorf("cpu profile: %w", err)
+		}
+		cpuFile = f
+	}
+	return func() {
+		if cpuFile != nil {
+			pprof.StopCPUProfile()
+			_ = cpuFile.Close()
+		}
+		if heapPath != "" {
+			if f, err := os.OpenFile(heapPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600); err == nil {
+				goruntime.GC()
+				_ = pprof.WriteHeapProfile(f)
+				_ = f.Close()
+			}
+		}
+	}, nil
 }
 
 func newLogger(level string) zerolog.Logger {

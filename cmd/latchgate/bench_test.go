@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os/exec"
+	"strconv"
+	"testing"
+
+	"github.com/latchgate/latchgate/store/storetest"
+)
+
+// TestBenchJSON runs `latchgate bench --json` for about a second in each
+// mode and checks the summary's shape (never its timings). All but one
+// case run at a low fixed rate so the test does not load a shared CI box.
+func TestBenchJSON(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     func(t *testing.T) []string
+		wantMode string
+	}{
+		{name: "ok/full-speed", wantMode: "embedded", args: func(*testing.T) []string { return []string{"--agents", "1"} }},
+		{name: "ok/rate", wantMode: "embedded", args: func(*testing.T) []string { return []string{"--rate", "50"} }},
+		{name: "ok/external", wantMode: "external", args: func(t *testing.T) []string {
+			p := startGate(t, t.TempDir())
+			p.waitReady(t)
+			return []string{"--rate", "50", "--socket", p.socket, "--pid", strconv.Itoa(p.cmd.Process.Pid)}
+		}},
+		{name: "ok/redis", wantMode: "redis", args: func(t *testing.T) []string {
+			url, _, _ := storetest.StartRedis(t)
+			return []string{"--rate", "50", "--redis-url", url}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"bench", "--json", "--duration", "1s", "--floor-iterations", "20"}, tt.args(t)...)
+			cmd := exec.Command(binPath, args...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("latchgate %v = %v\nstderr: %s", args, err, stderr.String())
+			}
+			lines := bytes.Split(bytes.TrimRight(stdout.Bytes(), "\n"), []byte("\n"))
+			if len(lines) != 1 {
+				t.Fatalf("stdout has %d lines, want one JSON line:\n%s", len(lines), stdout.String())
+			}
+			var got map[string]any
+			if err := json.Unmarshal(lines[0], &got); err != nil {
+				t.Fatalf("stdout is not JSON: %v\n%s", err, lines[0])
+			}
+			for _, k := range []string{"throughput_per_s", "p50_ms", "p95_ms", "p99_ms", "errors", "gate_cpu_us_per_exec", "floor_us", "ratio_to_floor", "requests"} {
+				if _, ok := got[k].(float64); !ok {
+					t.Errorf("summary[%q] = %#v, want a number", k, got[k])
+				}
+			}
+			if got["mode"] != tt.wantMode {
+				t.Errorf("summary mode = %v, want %s", got["mode"], tt.wantMode)
+			}
+			if n, _ := got["requests"].(float64); n < 1 {
+				t.Errorf("summary requests = %v, want at least 1", got["requests"])
+			}
+			if e, _ := got["errors"].(float64); e != 0 {
+				t.Errorf("summary errors = %v (%v), want 0", e, got["errors_by_code"])
+			}
+		})
+	}
+}

@@ -1,0 +1,57 @@
+package gate_test
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/latchgate/latchgate/gate/gatetest"
+	"github.com/latchgate/latchgate/receipts"
+)
+
+// TestAllowDecisionRecorded: an allowed execute leaves a signed allow
+// decision record with the request's trace id, written before the receipt,
+// and the ledger verifies. (The record now shares the intent's group commit.)
+func TestAllowDecisionRecorded(t *testing.T) {
+	s := gatetest.NewServer(t)
+	a := newAgent(t, s, nil)
+	tests := []struct {
+		name string
+		args any
+	}{
+		{name: "ok/first", args: map[string]any{"message": "one"}},
+		{name: "ok/second", args: map[string]any{"message": "two"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := a.Execute("echo", tt.args, nil)
+			wantStatus(t, r, 200, "")
+			trace, _ := r.JSON()["trace_id"].(string)
+			raws, err := s.Ledger.QueryAudit(receipts.AuditQuery{Decision: receipts.DecisionAllow, Limit: 500})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var found *receipts.AuditRecord
+			for _, raw := range raws {
+				var rec receipts.AuditRecord
+				if err := json.Unmarshal(raw, &rec); err != nil {
+					t.Fatal(err)
+				}
+				if rec.TraceID == trace {
+					if receipts.VerifyReceipt(raw, s.Ledger.Keys()) != receipts.StatusValid {
+						t.Errorf("allow record %s does not verify", rec.ID)
+					}
+					found = &rec
+				}
+			}
+			if found == nil {
+				t.Fatalf("QueryAudit(allow) has no record with trace_id %q", trace)
+			}
+			if found.ActionID != "echo" || found.Principal == "" || found.RequestHash == "" {
+				t.Errorf("allow record = %+v, want action echo, a principal and a request hash", found)
+			}
+			if res := s.Ledger.Verify(); !res.Intact {
+				t.Errorf("Ledger.Verify = %+v, want intact", res)
+			}
+		})
+	}
+}
