@@ -11,11 +11,7 @@ GOTESTFLAGS ?=
 export LATCHGATE_REQUIRE_REDIS ?= 1
 
 .PHONY: all build run test test-go test-policy test-sdk test-sdk-go test-sdk-python \
-<<<<<<< HEAD
-        test-sdk-typescript test-smoke test-faults bench fuzz soak lint clean
-=======
-        test-sdk-typescript test-smoke bench bench-gate fuzz lint clean
->>>>>>> issue7
+        test-sdk-typescript test-smoke test-faults bench bench-gate fuzz soak lint clean
 
 all: build
 
