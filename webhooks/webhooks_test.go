@@ -115,7 +115,12 @@ func TestDeliveryRetriesResignsAndSurvivesRestart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
-	waitFor(t, clk, "3 attempts", func() bool { return len(rv.snapshot()) == 3 })
+	// Wait for the service to record the outcome, not just for the third
+	// hit: cancelling in between would cut the successful attempt short.
+	waitFor(t, clk, "3 attempts, delivered", func() bool {
+		ds, _ := s.Deliveries(10)
+		return len(rv.snapshot()) == 3 && len(ds) == 1 && ds[0].State == StateDelivered
+	})
 	cancel()
 	<-done
 	hits := rv.snapshot()

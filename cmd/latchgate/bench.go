@@ -80,11 +80,11 @@ targets a running gate; give --pid for its CPU time.
 
 It also measures the floor in-process: one ES256 proof verification, one
 Ed25519 receipt signature and one policy evaluation, with the gate's own
-packages. ratio_to_floor = gate CPU per execute / floor.
-
-  latchgate bench --duration 10s --agents 32
+packages. ratio_to_floor = gate CPU per execute / floor.`,
+		Example: `  latchgate bench --duration 10s --agents 32
   latchgate bench --rate 1000 --json
-  latchgate bench --redis-url redis://127.0.0.1:6379/0`,
+  latchgate bench --redis-url redis://127.0.0.1:6379/0
+  latchgate bench --socket /run/latchgate/gate.sock --pid "$(pidof latchgate)"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
