@@ -188,7 +188,9 @@ func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action,
 		e := newError(http.StatusForbidden, CodeEgressTargetForbidden, "The request targets a host that can never be approved (special-purpose address or internal name).", nil)
 		e.ActionID = act.ID
 		e.DenyReason = "egress_target_forbidden"
-		g.audit(ctx, &receipts.AuditRecord{TraceID: traceID, Principal: c.session.Principal, SessionID: c.session.ID, ActionID: act.ID, RequestHash: plan.RequestHash, Decision: receipts.DecisionDeny, DenyReasons: []string{"egress_target_forbidden"}})
+		if err := g.audit(ctx, &receipts.AuditRecord{TraceID: traceID, Principal: c.session.Principal, SessionID: c.session.ID, AgentID: c.session.AgentID, ActionID: act.ID, RequestHash: plan.RequestHash, Decision: receipts.DecisionDeny, DenyReasons: []string{"egress_target_forbidden"}}); err != nil {
+			return 0, nil, err
+		}
 		return 0, nil, e
 	}
 	// 5. decide.

@@ -35,6 +35,11 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// testPolicyTimeout bounds policy evaluation in test gates. Production's
+// 250 ms can pass on a loaded CI machine under -race; tests prove outcomes,
+// and the fail-closed timeout itself is tested in package policy.
+const testPolicyTimeout = 10 * time.Second
+
 // Options configure a test gate.
 type Options struct {
 	// Config is the gate configuration; GateID defaults to "test-gate".
@@ -175,7 +180,9 @@ func NewServer(tb testing.TB, opts ...Option) *Server {
 		if err != nil {
 			tb.Fatalf("gatetest: mac key: %v", err)
 		}
-		st, err = store.NewRedis(store.RedisConfig{URL: o.RedisURL, MACKey: mac, Timeout: 500 * time.Millisecond}, sdeps)
+		// Generous: tests assert outcomes, not latency. Fault tests shorten
+		// the per-request deadline with gate.Config.StoreTimeout.
+		st, err = store.NewRedis(store.RedisConfig{URL: o.RedisURL, MACKey: mac, Timeout: 2 * time.Second}, sdeps)
 		if err != nil {
 			tb.Fatalf("gatetest: redis: %v", err)
 		}
@@ -219,7 +226,7 @@ func NewServer(tb testing.TB, opts ...Option) *Server {
 		if err != nil {
 			return nil, err
 		}
-		pol, err := policy.New(policy.Config{FS: definitions.Policies, Dir: o.PolicyDir, AllowAllActions: o.PolicyDir == "" && !o.RestrictACL}, policy.Deps{Logger: log})
+		pol, err := policy.New(policy.Config{Timeout: testPolicyTimeout, FS: definitions.Policies, Dir: o.PolicyDir, AllowAllActions: o.PolicyDir == "" && !o.RestrictACL}, policy.Deps{Logger: log})
 		if err != nil {
 			return nil, err
 		}
