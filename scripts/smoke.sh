@@ -25,6 +25,9 @@ export LATCHGATE_SOCKET="$tmp/run/gate.sock"
 export LATCHGATE_ADMIN_SOCKET="$tmp/run-admin/admin.sock"
 export LATCHGATE_BIN="$root/bin/latchgate"
 export LATCHGATE_SMOKE_APPROVALS=1
+# Smoke tests prove behaviour, not latency (a loaded machine must not turn a
+# slow policy evaluation into a correct but unwanted 503).
+export LATCHGATE_POLICY_TIMEOUT=10s
 # The held action every SDK's approval check uses: a local high-risk echo
 # (testdata/smoke-manifests), so approval needs no network.
 export LATCHGATE_SMOKE_APPROVAL_ACTION=echo_held

@@ -126,6 +126,16 @@ func (c *fileConfig) overlay(fs *pflag.FlagSet, env func(string) (string, bool))
 			return nil
 		}
 	}
+	dur := func(dst *time.Duration) func(string) error {
+		return func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return fmt.Errorf("want a positive duration such as 250ms, got %q", v)
+			}
+			*dst = d
+			return nil
+		}
+	}
 	list := func(dst *[]string) func(string) error {
 		return func(v string) error { *dst = append(*dst, splitList(v)...); return nil }
 	}
@@ -134,7 +144,7 @@ func (c *fileConfig) overlay(fs *pflag.FlagSet, env func(string) (string, bool))
 		{"keys-dir", str(&c.KeysDir)}, {"redis-url", str(&c.RedisURL)}, {"policy-dir", str(&c.PolicyDir)},
 		{"manifests-dir", str(&c.ManifestsDir)}, {"secrets-file", str(&c.SecretsFile)}, {"dev", boolean(&c.Dev)},
 		{"http", str(&c.HTTP)}, {"unsafe-expose-http", boolean(&c.UnsafeExposeHT)}, {"log-level", str(&c.LogLevel)},
-		{"gate-id", str(&c.GateID)}, {"egress-allow-cidr", list(&c.Egress.AllowCIDRs)},
+		{"gate-id", str(&c.GateID)}, {"policy-timeout", dur(&c.Policy.Timeout)}, {"egress-allow-cidr", list(&c.Egress.AllowCIDRs)},
 	}
 	for _, b := range bs {
 		if v, ok := env("LATCHGATE_" + strings.ToUpper(strings.ReplaceAll(b.flag, "-", "_"))); ok && v != "" {

@@ -89,6 +89,7 @@ func addServeFlags(f *pflag.FlagSet) {
 	f.String("log-level", "", "debug, info, warn or error (default info)")
 	f.String("gate-id", "", "this gate's id in receipts (default: persisted in <state-dir>/gate-id)")
 	f.StringArray("egress-allow-cidr", nil, "TEST ONLY: let egress reach this denied range (repeatable, logged loudly)")
+	f.String("policy-timeout", "", "bound on one policy evaluation; a slower one is refused with 503 policy_unavailable (default 250ms)")
 }
 
 // runtime is a wired gate and what must be closed after it.

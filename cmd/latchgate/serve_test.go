@@ -92,7 +92,9 @@ func startGateEnv(t *testing.T, state string, env []string, args ...string) *pro
 		state: state, log: &bytes.Buffer{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
 	full := append([]string{"serve", "--dev", "--socket", p.socket, "--admin-socket", p.admin, "--state-dir", state}, args...)
 	p.cmd = exec.Command(binPath, full...)
-	p.cmd.Env = append(os.Environ(), env...)
+	// Tests prove outcomes, not latency: a loaded CI machine must not turn a
+	// slow policy evaluation into a (correct, fail-closed) 503.
+	p.cmd.Env = append(append(os.Environ(), "LATCHGATE_POLICY_TIMEOUT=10s"), env...)
 	p.cmd.Stdout = lockedBuf{p.mu, p.log}
 	p.cmd.Stderr = lockedBuf{p.mu, p.log}
 	if err := p.cmd.Start(); err != nil {
