@@ -33,8 +33,9 @@ type EmbeddedConfig struct {
 	// buckets, idempotency records, sessions and approvals are dropped
 	// from memory. Default 1m.
 	SweepInterval time.Duration
-	// CompactBytes: once the journal grows past this many bytes it is
-	// rewritten as a snapshot of live records. Default 64 MiB.
+	// CompactBytes: once the journal grows past this many bytes, and past
+	// twice the size of the last snapshot, it is rewritten as a snapshot
+	// of live records. Default 64 MiB.
 	CompactBytes int64
 }
 
@@ -132,6 +133,7 @@ type Embedded struct {
 	mu         sync.Mutex
 	f          *os.File // journal, opened O_APPEND
 	size       int64    // bytes in the journal
+	compactAt  int64    // compact when size exceeds this: max(CompactBytes, 2 × last snapshot)
 	dirty      bool     // written since the last fsync
 	broken     error    // a journal write failed: refuse further mutations
 	closed     bool
@@ -1004,7 +1006,7 @@ func (e *Embedded) loop() {
 				e.log.Error().Err(err).Msg("store: background sync")
 			}
 			e.mu.Lock()
-			big := e.size > e.cfg.CompactBytes
+			big := e.needsCompactLocked()
 			e.mu.Unlock()
 			if big {
 				if err := e.compact(); err != nil {
@@ -1151,6 +1153,12 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
+// needsCompactLocked reports whether the journal is due for compaction:
+// past CompactBytes and past twice the last snapshot. e.mu must be held.
+func (e *Embedded) needsCompactLocked() bool {
+	return e.size > max(e.cfg.CompactBytes, e.compactAt)
+}
+
 // compact rewrites the journal as a snapshot while the store keeps
 // serving: lines written meanwhile are collected in tail and appended to
 // the new journal before it replaces the old one.
@@ -1180,6 +1188,10 @@ func (e *Embedded) compact() error {
 		old = e.f
 		e.f = f
 		e.size = int64(len(snap) + len(e.tail))
+		// Live records alone may exceed CompactBytes (many sessions,
+		// markers): wait for the journal to double again rather than
+		// rewrite a snapshot of the same records every SyncInterval.
+		e.compactAt = 2 * int64(len(snap))
 		e.dirty = true
 		e.compacting, e.tail = false, nil
 		return nil
