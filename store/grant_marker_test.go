@@ -36,7 +36,7 @@ func TestEmbeddedGrantMarkerTTL(t *testing.T) {
 			clk.Advance(tt.advance)
 			e.mu.Lock()
 			e.sweepLocked(clk.Now())
-			n := len(e.grants)
+			n := e.grants.len()
 			e.mu.Unlock()
 			req.Now = clk.Now()
 			_, err := e.Grant(context.Background(), req)
