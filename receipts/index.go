@@ -10,7 +10,7 @@ import (
 // by Open. They hold no record bytes and no per-record strings: a gate that
 // writes one receipt and one decision record per execute keeps about 60
 // bytes per execute here (TestIndexMemoryPerRecord measures it), where
-// string-keyed maps and per-entry strings kept about 300.
+// string-keyed maps and per-entry strings kept about 220.
 
 // uuidKey is a receipt or approval id in its 16-byte form.
 type uuidKey [16]byte
