@@ -114,6 +114,7 @@ type Journal struct {
 	mu     sync.Mutex
 	f      *os.File
 	size   int64
+	trimAt int64 // trim when size exceeds this: max(CompactBytes, 2 × size after the last trim)
 	dirty  bool
 	closed bool
 	last   int64   // id of the newest event
@@ -312,7 +313,7 @@ func (j *Journal) loop() {
 				j.log.Error().Err(err).Msg("events: sync")
 			}
 			j.mu.Lock()
-			big := j.size > j.cfg.CompactBytes
+			big := j.needsTrimLocked()
 			j.mu.Unlock()
 			if big {
 				if err := j.trim(); err != nil {
@@ -343,39 +344,59 @@ func (j *Journal) Sync() error {
 	return nil
 }
 
+// needsTrimLocked reports whether the journal is due for a trim: past
+// CompactBytes and past twice its size after the last trim, so a journal
+// whose events are all younger than MaxAge is not rewritten every
+// SyncInterval. j.mu must be held.
+func (j *Journal) needsTrimLocked() bool {
+	return j.size > max(j.cfg.CompactBytes, j.trimAt)
+}
+
 // trim rewrites the journal without events older than MaxAge (the newest
-// event is always kept, so ids never go back). Appends wait meanwhile.
+// event is always kept, so ids never go back). The kept events stream to
+// the new file; they are never all held in memory.
 func (j *Journal) trim() error {
 	j.syncMu.Lock()
 	defer j.syncMu.Unlock()
 	cutoff := j.clk.Now().Add(-j.cfg.MaxAge)
-	var buf bytes.Buffer
 	j.mu.Lock()
 	last := j.last
 	j.mu.Unlock()
-	if err := scan(j.cfg.Path, func(e Event) bool {
-		if e.ID > last {
-			return false
-		}
-		if e.At.After(cutoff) || e.ID == last {
-			b, _ := json.Marshal(e)
-			buf.Write(append(b, '\n'))
-		}
-		return true
-	}); err != nil {
-		return err
-	}
 	tmp := j.cfg.Path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("events: trim: %w", err)
 	}
-	if _, err := f.Write(buf.Bytes()); err != nil {
-		f.Close()
-		return fmt.Errorf("events: trim: %w", err)
+	w := bufio.NewWriterSize(f, 64<<10)
+	var kept int64
+	var werr error
+	err = scan(j.cfg.Path, func(e Event) bool {
+		if e.ID > last {
+			return false
+		}
+		if e.At.After(cutoff) || e.ID == last {
+			b, _ := json.Marshal(e)
+			n, err := w.Write(append(b, '\n'))
+			kept += int64(n)
+			if err != nil {
+				werr = err
+				return false
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = werr
 	}
-	if err := f.Sync(); err != nil {
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
 		f.Close()
+		os.Remove(tmp)
 		return fmt.Errorf("events: trim: %w", err)
 	}
 	j.mu.Lock()
@@ -387,7 +408,7 @@ func (j *Journal) trim() error {
 			tail.Write(append(b, '\n'))
 		}
 	}
-	_, werr := f.Write(tail.Bytes())
+	_, werr = f.Write(tail.Bytes())
 	if werr == nil {
 		werr = os.Rename(tmp, j.cfg.Path)
 	}
@@ -398,7 +419,8 @@ func (j *Journal) trim() error {
 		return fmt.Errorf("events: trim: %w", werr)
 	}
 	old := j.f
-	j.f, j.size, j.dirty = f, int64(buf.Len()+tail.Len()), true
+	j.f, j.size, j.dirty = f, kept+int64(tail.Len()), true
+	j.trimAt = 2 * j.size
 	j.mu.Unlock()
 	old.Close()
 	return nil

@@ -64,6 +64,7 @@ const (
 	// DefaultHeadInterval is Config.HeadInterval's default.
 	DefaultHeadInterval = 100 * time.Millisecond
 	opsQueue            = 1024
+	readChunk           = 4 << 10 // first read of a record; longer ones take more reads
 	tornTimeLayout      = "20060102T150405.000Z"
 	defaultTornAttempt  = 100
 )
@@ -87,6 +88,13 @@ type Config struct {
 	// durable records by this much; Close always writes the newest head.
 	// Default (0): 100ms.
 	HeadInterval time.Duration
+	// AuditInternCap is the most distinct values per audit field
+	// (principal, action_id, decision) that the in-memory audit index
+	// keeps as 2-byte ids. Records with a value first seen past the cap
+	// are still indexed (offset and time); a query filtering on such a
+	// value reads the candidate records from the file. Default (0): 4096;
+	// at most 65535.
+	AuditInternCap int
 }
 
 func (c Config) withDefaults() Config {
@@ -95,6 +103,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HeadInterval == 0 {
 		c.HeadInterval = DefaultHeadInterval
+	}
+	if c.AuditInternCap == 0 {
+		c.AuditInternCap = DefaultInternCap
 	}
 	return c
 }
@@ -112,6 +123,8 @@ func (c Config) Validate() error {
 		return errors.New(`receipts: GroupCommitWindow must be >= 0 (e.g. "200us"; 0 = none)`)
 	case c.HeadInterval < 0:
 		return errors.New(`receipts: HeadInterval must be >= 0 (e.g. "100ms"; 0 = 100ms)`)
+	case c.AuditInternCap < 0 || c.AuditInternCap > noName:
+		return errors.New("receipts: AuditInternCap must be between 0 and 65535 values (0 = 4096)")
 	}
 	return nil
 }
@@ -137,15 +150,6 @@ type Deps struct {
 type loc struct {
 	off int64
 	n   int
-}
-
-// auditEntry indexes one audit record for queries.
-type auditEntry struct {
-	loc
-	ms        int64 // record time, Unix milliseconds
-	principal string
-	actionID  string
-	decision  string
 }
 
 // opKind is what an op writes.
@@ -206,9 +210,9 @@ type Ledger struct {
 
 	mu         sync.RWMutex // guards the fields below
 	closed     bool
-	byID       map[string]loc
-	byApproval map[string]string // approval_id → receipt_id
-	audit      []auditEntry      // in seq order
+	byID       idIndex    // receipt_id → offset of the receipt
+	byApproval idIndex    // approval_id → offset of its receipt
+	audit      auditIndex // decision records, in seq order
 	head       Head
 	committed  int64 // file size covered by head
 }
@@ -245,8 +249,9 @@ func Open(cfg Config, deps Deps) (*Ledger, error) {
 		headDone:     make(chan struct{}),
 		headStop:     make(chan struct{}),
 		pendingIDs:   map[string]struct{}{},
-		byID:         map[string]loc{},
-		byApproval:   map[string]string{},
+		byID:         newIDIndex(),
+		byApproval:   newIDIndex(),
+		audit:        newAuditIndex(cfg.AuditInternCap),
 	}
 	if err := l.fs.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("receipts: create dir: %w", err)
@@ -353,17 +358,13 @@ func (l *Ledger) recover(head *Head) ([]*Intent, error) {
 				valid = ok && checkSealed(rec, m.signed(), pub) == nil
 			}
 			*tip = chainTip{seq: m.Seq, hash: m.Hash}
-			lc := loc{off: recOff, n: len(rec)}
 			if t == lineReceipt {
 				effect = func() {
 					l.rtip = chainTip{seq: m.Seq, hash: m.Hash}
 					if m.Seq == hs {
 						rAtHead = m.Hash
 					}
-					l.byID[m.ReceiptID] = lc
-					if m.Approval != nil && m.Approval.ApprovalID != "" {
-						l.byApproval[m.Approval.ApprovalID] = m.ReceiptID
-					}
+					l.indexReceiptLocked(recOff, &m)
 					delete(intents, m.GrantID)
 				}
 			} else {
@@ -372,7 +373,7 @@ func (l *Ledger) recover(head *Head) ([]*Intent, error) {
 					if m.Seq == has {
 						aAtHead = m.Hash
 					}
-					l.audit = append(l.audit, newAuditEntry(lc, &m))
+					l.audit.add(recOff, &m)
 				}
 			}
 		case lineIntent:
@@ -441,12 +442,13 @@ func (l *Ledger) recover(head *Head) ([]*Intent, error) {
 	return dangling, nil
 }
 
-func newAuditEntry(lc loc, m *recordMeta) auditEntry {
-	var ms int64
-	if t, err := ParseTime(m.Time); err == nil {
-		ms = t.UnixMilli()
+// indexReceiptLocked adds a receipt at offset off to the indexes. l.mu
+// must be held (or Open must still own the ledger).
+func (l *Ledger) indexReceiptLocked(off int64, m *recordMeta) {
+	l.byID.put(m.ReceiptID, off)
+	if m.Approval != nil && m.Approval.ApprovalID != "" {
+		l.byApproval.put(m.Approval.ApprovalID, off)
 	}
-	return auditEntry{loc: lc, ms: ms, principal: m.Principal, actionID: m.ActionID, decision: m.Decision}
 }
 
 // moveTorn copies [from, to) of the ledger to a torn-<time> file, then
@@ -769,15 +771,12 @@ func (l *Ledger) commit(batch []*op) {
 			switch st[i].o.kind {
 			case opIntent:
 				if st[i].o.audit != nil {
-					l.audit = append(l.audit, newAuditEntry(st[i].loc, &st[i].meta))
+					l.audit.add(st[i].loc.off, &st[i].meta)
 				}
 			case opReceipt:
-				l.byID[st[i].meta.ReceiptID] = st[i].loc
-				if a := st[i].meta.Approval; a != nil && a.ApprovalID != "" {
-					l.byApproval[a.ApprovalID] = st[i].meta.ReceiptID
-				}
+				l.indexReceiptLocked(st[i].loc.off, &st[i].meta)
 			case opAudit:
-				l.audit = append(l.audit, newAuditEntry(st[i].loc, &st[i].meta))
+				l.audit.add(st[i].loc.off, &st[i].meta)
 			}
 		}
 		l.mu.Unlock()
@@ -828,7 +827,7 @@ func (l *Ledger) hasReceipt(id string) bool {
 		return true
 	}
 	l.mu.RLock()
-	_, ok := l.byID[id]
+	_, ok := l.byID.get(id)
 	l.mu.RUnlock()
 	return ok
 }
@@ -977,13 +976,34 @@ func (l *Ledger) Close() error {
 	return l.file.Close()
 }
 
-// readLocked reads a record's bytes. l.mu must be held (read).
-func (l *Ledger) readLocked(lc loc) (json.RawMessage, error) {
-	b := make([]byte, lc.n)
-	if _, err := l.file.ReadAt(b, lc.off); err != nil {
-		return nil, fmt.Errorf("%w: read: %w", ErrUnavailable, err)
+// readLocked reads the bytes of the committed record at off: they run up
+// to the "}\n" that closes its line (records are compact JSON, without raw
+// newlines). l.mu must be held (read).
+func (l *Ledger) readLocked(off int64) (json.RawMessage, error) {
+	if off < 0 || off >= l.committed {
+		return nil, fmt.Errorf("%w: record offset %d outside the committed ledger", ErrUnavailable, off)
 	}
-	return b, nil
+	avail := l.committed - off
+	b := make([]byte, min(readChunk, avail))
+	read := 0
+	for {
+		if _, err := l.file.ReadAt(b[read:], off+int64(read)); err != nil {
+			return nil, fmt.Errorf("%w: read: %w", ErrUnavailable, err)
+		}
+		if i := bytes.IndexByte(b[read:], '\n'); i >= 0 {
+			end := read + i
+			if end == 0 || b[end-1] != '}' {
+				return nil, fmt.Errorf("%w: record at offset %d is not a ledger line", ErrUnavailable, off)
+			}
+			return b[: end-1 : end-1], nil
+		}
+		read = len(b)
+		more := min(int64(read), avail-int64(read))
+		if more <= 0 {
+			return nil, fmt.Errorf("%w: record at offset %d has no line end", ErrUnavailable, off)
+		}
+		b = append(b, make([]byte, more)...)
+	}
 }
 
 // Get returns the receipt exactly as stored (ErrNotFound).
@@ -993,11 +1013,11 @@ func (l *Ledger) Get(id string) (json.RawMessage, error) {
 	if l.closed {
 		return nil, ErrClosed
 	}
-	lc, ok := l.byID[id]
+	off, ok := l.byID.get(id)
 	if !ok {
 		return nil, ErrNotFound
 	}
-	return l.readLocked(lc)
+	return l.readLocked(off)
 }
 
 // GetReceipt returns the receipt decoded (ErrNotFound).
@@ -1006,6 +1026,10 @@ func (l *Ledger) GetReceipt(id string) (*Receipt, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decodeReceipt(raw, id)
+}
+
+func decodeReceipt(raw json.RawMessage, id string) (*Receipt, error) {
 	var r Receipt
 	if err := json.Unmarshal(raw, &r); err != nil {
 		return nil, fmt.Errorf("%w: decode receipt %s: %w", ErrUnavailable, id, err)
@@ -1017,12 +1041,21 @@ func (l *Ledger) GetReceipt(id string) (*Receipt, error) {
 // used to resolve claims whose gate crashed.
 func (l *Ledger) FindByApproval(approvalID string) (*Receipt, error) {
 	l.mu.RLock()
-	id, ok := l.byApproval[approvalID]
-	l.mu.RUnlock()
+	if l.closed {
+		l.mu.RUnlock()
+		return nil, ErrClosed
+	}
+	off, ok := l.byApproval.get(approvalID)
 	if !ok {
+		l.mu.RUnlock()
 		return nil, ErrNotFound
 	}
-	return l.GetReceipt(id)
+	raw, err := l.readLocked(off)
+	l.mu.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	return decodeReceipt(raw, "for approval "+approvalID)
 }
 
 // AuditQuery filters audit records. Empty strings and zero times match
@@ -1049,19 +1082,27 @@ func (l *Ledger) QueryAudit(q AuditQuery) ([]json.RawMessage, error) {
 	if l.closed {
 		return nil, ErrClosed
 	}
+	f := l.audit.filter(q)
 	out := []json.RawMessage{}
-	for i := len(l.audit) - 1; i >= 0 && len(out) < limit; i-- {
-		e := &l.audit[i]
-		if (q.Principal != "" && e.principal != q.Principal) ||
-			(q.ActionID != "" && e.actionID != q.ActionID) ||
-			(q.Decision != "" && e.decision != q.Decision) ||
-			(!q.After.IsZero() && e.ms <= q.After.UnixMilli()) ||
-			(!q.Before.IsZero() && e.ms >= q.Before.UnixMilli()) {
+	for i := len(l.audit.entries) - 1; i >= 0 && len(out) < limit; i-- {
+		e := &l.audit.entries[i]
+		res := f.match(e)
+		if res == matchNo {
 			continue
 		}
-		raw, err := l.readLocked(e.loc)
+		raw, err := l.readLocked(e.off)
 		if err != nil {
 			return nil, err
+		}
+		if res == matchRead {
+			// A value past the intern cap: decide from the record.
+			var m recordMeta
+			if err := json.Unmarshal(raw, &m); err != nil {
+				return nil, fmt.Errorf("%w: decode audit record: %w", ErrUnavailable, err)
+			}
+			if !f.matchRecord(&m) {
+				continue
+			}
 		}
 		out = append(out, raw)
 	}
@@ -1172,7 +1213,7 @@ func (l *Ledger) Healthy() bool {
 func (l *Ledger) Stats() (receipts, audit int) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	return len(l.byID), len(l.audit)
+	return l.byID.len(), len(l.audit.entries)
 }
 
 // newUUIDv7 builds a UUIDv7 from the injected clock's time.

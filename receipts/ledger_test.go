@@ -662,24 +662,15 @@ func TestValidation(t *testing.T) {
 	}
 }
 
+// TestQueryAudit runs the filters against a fresh and a reopened (rebuilt)
+// index, with intern tables large enough for every value and with tables
+// so small that some values are not interned and must be read from disk.
 func TestQueryAudit(t *testing.T) {
-	fc := clock.NewFake(t0)
-	l, err := Open(Config{Dir: t.TempDir(), GateID: "g"}, Deps{Clock: fc})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	recs := []AuditRecord{
 		{Principal: "alice", ActionID: "echo", Decision: DecisionAllow},
 		{Principal: "bob", ActionID: "echo", Decision: DecisionDeny, DenyReasons: []string{"acl"}},
 		{Principal: "alice", ActionID: "http", Decision: DecisionPending, ApprovalID: "a1"},
 		{Principal: "alice", ActionID: "http", Decision: DecisionApproved, ApprovalID: "a1", DecidedBy: "op"},
-	}
-	for i := range recs {
-		if err := l.AppendAudit(context.Background(), &recs[i]); err != nil {
-			t.Fatal(err)
-		}
-		fc.Advance(time.Minute)
 	}
 	tests := []struct {
 		name string
@@ -688,34 +679,69 @@ func TestQueryAudit(t *testing.T) {
 	}{
 		{"all", AuditQuery{}, []int64{4, 3, 2, 1}},
 		{"principal", AuditQuery{Principal: "alice"}, []int64{4, 3, 1}},
+		{"principal seen second", AuditQuery{Principal: "bob"}, []int64{2}},
+		{"principal unknown", AuditQuery{Principal: "carol"}, nil},
 		{"action", AuditQuery{ActionID: "echo"}, []int64{2, 1}},
+		{"action seen second", AuditQuery{ActionID: "http"}, []int64{4, 3}},
 		{"decision", AuditQuery{Decision: DecisionDeny}, []int64{2}},
+		{"decision seen third", AuditQuery{Decision: DecisionPending}, []int64{3}},
+		{"principal and action", AuditQuery{Principal: "alice", ActionID: "http"}, []int64{4, 3}},
+		{"principal and decision", AuditQuery{Principal: "bob", Decision: DecisionAllow}, nil},
 		{"after", AuditQuery{After: t0.Add(time.Minute)}, []int64{4, 3}},
 		{"before", AuditQuery{Before: t0.Add(time.Minute)}, []int64{1}},
+		{"after and action", AuditQuery{After: t0.Add(time.Minute), ActionID: "http"}, []int64{4, 3}},
 		{"limit", AuditQuery{Limit: 2}, []int64{4, 3}},
+		{"limit with filter", AuditQuery{Principal: "alice", Limit: 2}, []int64{4, 3}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			raws, err := l.QueryAudit(tt.q)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []int64
-			for _, raw := range raws {
-				var a AuditRecord
-				json.Unmarshal(raw, &a)
-				got = append(got, a.Seq)
-				if VerifyReceipt(raw, l.Keys()) != StatusValid {
-					t.Errorf("audit record %d does not verify", a.Seq)
+	for _, internCap := range []int{0, 1, 2} {
+		for _, reopen := range []bool{false, true} {
+			t.Run(fmt.Sprintf("cap=%d/reopen=%v", internCap, reopen), func(t *testing.T) {
+				fc := clock.NewFake(t0)
+				dir := t.TempDir()
+				cfg := Config{Dir: dir, GateID: "g", AuditInternCap: internCap}
+				l, err := Open(cfg, Deps{Clock: fc})
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
-				t.Errorf("QueryAudit(%+v) seqs = %v, want %v", tt.q, got, tt.want)
-			}
-		})
-	}
-	if recs[0].ID == "" || recs[0].ID[14] != '7' || recs[0].Time != FormatTime(t0) {
-		t.Errorf("AppendAudit id/time = %q %q, want a UUIDv7 and %s", recs[0].ID, recs[0].Time, FormatTime(t0))
+				defer func() { l.Close() }()
+				recs := append([]AuditRecord(nil), recs...)
+				for i := range recs {
+					if err := l.AppendAudit(context.Background(), &recs[i]); err != nil {
+						t.Fatal(err)
+					}
+					fc.Advance(time.Minute)
+				}
+				if reopen {
+					l.Close()
+					if l, err = Open(cfg, Deps{Clock: fc}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for _, tt := range tests {
+					t.Run(tt.name, func(t *testing.T) {
+						raws, err := l.QueryAudit(tt.q)
+						if err != nil {
+							t.Fatal(err)
+						}
+						var got []int64
+						for _, raw := range raws {
+							var a AuditRecord
+							json.Unmarshal(raw, &a)
+							got = append(got, a.Seq)
+							if VerifyReceipt(raw, l.Keys()) != StatusValid {
+								t.Errorf("audit record %d does not verify", a.Seq)
+							}
+						}
+						if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+							t.Errorf("QueryAudit(%+v) seqs = %v, want %v", tt.q, got, tt.want)
+						}
+					})
+				}
+				if recs[0].ID == "" || recs[0].ID[14] != '7' || recs[0].Time != FormatTime(t0) {
+					t.Errorf("AppendAudit id/time = %q %q, want a UUIDv7 and %s", recs[0].ID, recs[0].Time, FormatTime(t0))
+				}
+			})
+		}
 	}
 }
 
@@ -792,6 +818,8 @@ func TestConfigValidate(t *testing.T) {
 		{"no gate id", Config{Dir: "x"}},
 		{"negative cap", Config{Dir: "x", GateID: "g", OutputCap: -1}},
 		{"negative window", Config{Dir: "x", GateID: "g", GroupCommitWindow: -1}},
+		{"negative intern cap", Config{Dir: "x", GateID: "g", AuditInternCap: -1}},
+		{"intern cap over 65535", Config{Dir: "x", GateID: "g", AuditInternCap: 65536}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

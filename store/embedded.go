@@ -33,8 +33,9 @@ type EmbeddedConfig struct {
 	// buckets, idempotency records, sessions and approvals are dropped
 	// from memory. Default 1m.
 	SweepInterval time.Duration
-	// CompactBytes: once the journal grows past this many bytes it is
-	// rewritten as a snapshot of live records. Default 64 MiB.
+	// CompactBytes: once the journal grows past this many bytes, and past
+	// twice the size of the last snapshot, it is rewritten as a snapshot
+	// of live records. Default 64 MiB.
 	CompactBytes int64
 }
 
@@ -132,6 +133,7 @@ type Embedded struct {
 	mu         sync.Mutex
 	f          *os.File // journal, opened O_APPEND
 	size       int64    // bytes in the journal
+	compactAt  int64    // compact when size exceeds this: max(CompactBytes, 2 × last snapshot)
 	dirty      bool     // written since the last fsync
 	broken     error    // a journal write failed: refuse further mutations
 	closed     bool
@@ -140,10 +142,10 @@ type Embedded struct {
 
 	sessions        map[string]*Session
 	byPrincipal     map[string]map[string]struct{} // principal → session ids
-	replay          map[string]time.Time
+	replay          *expirySet                     // hashKey(jkt, jti) → expiry
 	globalEpoch     int64
 	principalEpochs map[string]int64
-	grants          map[string]time.Time
+	grants          *expirySet // consumed grant id → expiry
 	buckets         map[string]expiring
 	idem            map[string]idemEntry
 	approvals       map[string]*Approval
@@ -185,9 +187,9 @@ func OpenEmbedded(cfg EmbeddedConfig, deps Deps) (*Embedded, error) {
 		stop:            make(chan struct{}),
 		sessions:        map[string]*Session{},
 		byPrincipal:     map[string]map[string]struct{}{},
-		replay:          map[string]time.Time{},
+		replay:          newExpirySet(formHex),
 		principalEpochs: map[string]int64{},
-		grants:          map[string]time.Time{},
+		grants:          newExpirySet(formUUID),
 		buckets:         map[string]expiring{},
 		idem:            map[string]idemEntry{},
 		approvals:       map[string]*Approval{},
@@ -271,13 +273,13 @@ func (e *Embedded) apply(o *jop) {
 		}
 		ids[o.S.ID] = struct{}{}
 	case opReplay:
-		e.replay[o.K] = o.E
+		e.replay.put(o.K, o.E)
 	case opGlobal:
 		e.globalEpoch = max(e.globalEpoch, o.N)
 	case opPrincipal:
 		e.principalEpochs[o.K] = max(e.principalEpochs[o.K], o.N)
 	case opGrant:
-		e.grants[o.K] = o.E
+		e.grants.put(o.K, o.E)
 	case opBucket:
 		e.buckets[o.K] = expiring{n: o.N, exp: o.E}
 	case opIdem:
@@ -445,7 +447,7 @@ func (e *Embedded) Authenticate(ctx context.Context, req AuthRequest) (*Session,
 		return nil, ErrRevoked
 	}
 	k := hashKey(req.JKT, req.JTI)
-	if exp, ok := e.replay[k]; ok && exp.After(req.Now) {
+	if e.replay.live(k, req.Now) {
 		return nil, ErrReplay
 	}
 	if err := e.commitLocked(jop{T: opReplay, K: k, E: req.ReplayExpiresAt}); err != nil {
@@ -528,7 +530,7 @@ func (e *Embedded) Grant(ctx context.Context, req GrantRequest) (*Grant, error) 
 	if e.revokedLocked(s) {
 		return nil, ErrRevoked
 	}
-	if exp, ok := e.grants[req.GrantID]; ok && exp.After(req.Now) {
+	if e.grants.live(req.GrantID, req.Now) {
 		return nil, ErrGrantConsumed
 	}
 	if s.MaxCalls != nil && s.CallsUsed+req.Calls > *s.MaxCalls {
@@ -1004,7 +1006,7 @@ func (e *Embedded) loop() {
 				e.log.Error().Err(err).Msg("store: background sync")
 			}
 			e.mu.Lock()
-			big := e.size > e.cfg.CompactBytes
+			big := e.needsCompactLocked()
 			e.mu.Unlock()
 			if big {
 				if err := e.compact(); err != nil {
@@ -1022,16 +1024,8 @@ func (e *Embedded) loop() {
 // sweepLocked drops expired records from memory (the next compaction
 // drops them from disk).
 func (e *Embedded) sweepLocked(now time.Time) {
-	for k, exp := range e.replay {
-		if !exp.After(now) {
-			delete(e.replay, k)
-		}
-	}
-	for k, exp := range e.grants {
-		if !exp.After(now) {
-			delete(e.grants, k)
-		}
-	}
+	e.replay.sweep(now)
+	e.grants.sweep(now)
 	for k, b := range e.buckets {
 		if !b.exp.After(now) {
 			delete(e.buckets, k)
@@ -1082,12 +1076,8 @@ func (e *Embedded) snapshotLocked() []byte {
 	for _, s := range e.sessions {
 		w(jop{T: opSession, S: s})
 	}
-	for k, exp := range e.replay {
-		w(jop{T: opReplay, K: k, E: exp})
-	}
-	for k, exp := range e.grants {
-		w(jop{T: opGrant, K: k, E: exp})
-	}
+	e.replay.each(func(k string, exp time.Time) { w(jop{T: opReplay, K: k, E: exp}) })
+	e.grants.each(func(k string, exp time.Time) { w(jop{T: opGrant, K: k, E: exp}) })
 	for k, b := range e.buckets {
 		w(jop{T: opBucket, K: k, N: b.n, E: b.exp})
 	}
@@ -1151,6 +1141,12 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
+// needsCompactLocked reports whether the journal is due for compaction:
+// past CompactBytes and past twice the last snapshot. e.mu must be held.
+func (e *Embedded) needsCompactLocked() bool {
+	return e.size > max(e.cfg.CompactBytes, e.compactAt)
+}
+
 // compact rewrites the journal as a snapshot while the store keeps
 // serving: lines written meanwhile are collected in tail and appended to
 // the new journal before it replaces the old one.
@@ -1180,6 +1176,10 @@ func (e *Embedded) compact() error {
 		old = e.f
 		e.f = f
 		e.size = int64(len(snap) + len(e.tail))
+		// Live records alone may exceed CompactBytes (many sessions,
+		// markers): wait for the journal to double again rather than
+		// rewrite a snapshot of the same records every SyncInterval.
+		e.compactAt = 2 * int64(len(snap))
 		e.dirty = true
 		e.compacting, e.tail = false, nil
 		return nil
