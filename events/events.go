@@ -118,7 +118,7 @@ type Journal struct {
 	dirty  bool
 	closed bool
 	last   int64   // id of the newest event
-	recent []Event // newest Recent events, oldest first
+	recent []Event // the newest Recent to 2·Recent events, oldest first
 	wake   chan struct{}
 }
 
@@ -219,8 +219,14 @@ func (j *Journal) remember(e Event) {
 	}
 	j.last = e.ID
 	j.recent = append(j.recent, e)
-	if len(j.recent) > j.cfg.Recent {
-		j.recent = append(j.recent[:0:0], j.recent[len(j.recent)-j.cfg.Recent:]...)
+	// Keep between Recent and 2·Recent events: trimming only when the
+	// window doubles makes each append O(1) amortised (trimming to exactly
+	// Recent on every append copied the whole window per event). Readers
+	// copy under mu, so compacting in place is safe.
+	if len(j.recent) >= 2*j.cfg.Recent {
+		n := copy(j.recent, j.recent[len(j.recent)-j.cfg.Recent:])
+		clear(j.recent[n:])
+		j.recent = j.recent[:n]
 	}
 }
 

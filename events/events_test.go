@@ -92,3 +92,39 @@ func TestJournalTrimKeepsNewest(t *testing.T) {
 		t.Fatalf("after trim: new id %d, file ids %v, want 3 and [2 3]", e.ID, ids)
 	}
 }
+
+// Appends past the memory window stay O(1) amortised and Since still
+// serves the window from memory.
+func BenchmarkAppendPastWindow(b *testing.B) {
+	j, err := Open(Config{Recent: 4096}, clock.NewFake(time.Now()), zerolog.Nop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer j.Close()
+	for b.Loop() {
+		if _, err := j.Append(ReceiptCreated, map[string]int{"n": 1}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestRecentWindowAcrossTrims(t *testing.T) {
+	j, err := Open(Config{Recent: 4}, clock.NewFake(time.Now()), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	for i := 0; i < 50; i++ {
+		if _, err := j.Append(ReceiptCreated, map[string]int{"n": i}); err != nil {
+			t.Fatal(err)
+		}
+		if i < 3 {
+			continue
+		}
+		// The newest 4 are always served, in order, ending at the last id.
+		got, _, err := j.Since(j.Last()-4, 10)
+		if err != nil || len(got) != 4 || got[3].ID != j.Last() || got[0].ID != j.Last()-3 {
+			t.Fatalf("after %d appends Since(last-4) = %d events %v, err %v", i+1, len(got), got, err)
+		}
+	}
+}
