@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/latchgate/latchgate/atomicfile"
 	"github.com/latchgate/latchgate/clock"
 )
 
@@ -28,7 +29,6 @@ const (
 	keyFilePrefix = "lease-"
 	keyFileSuffix = ".jwk"
 	lockFileName  = ".lock"
-	tempPattern   = ".tmp-*"
 	maxSecretSize = 1 << 20
 	maxKeyFile    = 64 << 10
 )
@@ -405,41 +405,10 @@ func writeNewKey(dir string, now time.Time) error {
 	return writeFileAtomic(dir, keyFilePrefix+kid+keyFileSuffix, append(b, '\n'))
 }
 
-// writeFileAtomic writes data to dir/name with mode 0600: a temp file in dir,
-// fsync, rename into place, fsync of dir.
-func writeFileAtomic(dir, name string, data []byte) (err error) {
-	f, err := os.CreateTemp(dir, tempPattern)
-	if err != nil {
-		return fmt.Errorf("lease: create temp file: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(0o600); err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("lease: write %s: %w", name, err)
-	}
-	if err = os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("lease: rename %s: %w", name, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("lease: sync keys dir: %w", err)
-	}
-	defer d.Close()
-	if err = d.Sync(); err != nil {
-		return fmt.Errorf("lease: sync keys dir: %w", err)
+// writeFileAtomic writes data to dir/name with mode 0600, atomically.
+func writeFileAtomic(dir, name string, data []byte) error {
+	if err := atomicfile.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+		return fmt.Errorf("lease: %w", err)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/latchgate/latchgate/atomicfile"
 	"github.com/latchgate/latchgate/clock"
 )
 
@@ -1126,19 +1127,10 @@ func (e *Embedded) writeSnapshot(snap []byte, install func(tmp string, f *os.Fil
 	}
 	// The rename happened; a failed directory fsync only weakens
 	// durability of the rename across power loss.
-	if err := syncDir(filepath.Dir(e.path)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(e.path)); err != nil {
 		e.log.Warn().Err(err).Msg("store: fsync of state dir failed")
 	}
 	return f, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // needsCompactLocked reports whether the journal is due for compaction:

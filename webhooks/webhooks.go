@@ -36,6 +36,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/latchgate/latchgate/atomicfile"
 	"github.com/latchgate/latchgate/clock"
 	"github.com/latchgate/latchgate/egress"
 	"github.com/latchgate/latchgate/events"
@@ -340,22 +341,7 @@ func (s *Service) save() error {
 	if err != nil {
 		return err
 	}
-	tmp := s.path + ".tmp"
-	fh, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("webhooks: save outbox: %w", err)
-	}
-	if _, err = fh.Write(b); err == nil {
-		err = fh.Sync()
-	}
-	if cerr := fh.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, s.path)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.WriteFile(s.path, b, 0o600); err != nil {
 		return fmt.Errorf("webhooks: save outbox: %w", err)
 	}
 	return nil

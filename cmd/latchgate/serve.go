@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/latchgate/latchgate/actions"
+	"github.com/latchgate/latchgate/atomicfile"
 	"github.com/latchgate/latchgate/clock"
 	"github.com/latchgate/latchgate/definitions"
 	"github.com/latchgate/latchgate/egress"
@@ -200,11 +201,10 @@ func gateID(cfg *fileConfig) (string, error) {
 	var rb [4]byte
 	_, _ = rand.Read(rb[:])
 	id := strings.ToLower(host) + "-" + hex.EncodeToString(rb[:])
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(p, []byte(id+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("gate id: %w", err)
 	}
-	return id, os.Rename(tmp, p)
+	return id, nil
 }
 
 // wire builds every part from the configuration.
