@@ -368,6 +368,14 @@ func (s *Service) attempt(ctx context.Context, id string) {
 		return
 	}
 	s.inflight[id] = true
+	s.mu.Unlock()
+	s.runAttempt(ctx, id)
+}
+
+// runAttempt makes one attempt of a delivery the caller marked in flight.
+func (s *Service) runAttempt(ctx context.Context, id string) {
+	s.mu.Lock()
+	d := s.byID[id]
 	url, body := d.URL, d.Body
 	ep := s.eps[url]
 	s.mu.Unlock()
@@ -526,13 +534,19 @@ func (s *Service) Test(ctx context.Context, url string) (*Delivery, error) {
 	}
 	id := "whd_test_" + hex.EncodeToString(rb[:])
 	e := events.Event{ID: 0, Type: events.WebhookTest, At: s.deps.Clock.Now(), Data: json.RawMessage(`{"test":true}`)}
+	// Inserted already in flight, so the delivery loop cannot take the
+	// first attempt from under this call.
 	s.mu.Lock()
 	s.byID[id] = s.newDelivery(url, e, id)
+	s.inflight[id] = true
 	s.mu.Unlock()
 	if err := s.save(); err != nil {
+		s.mu.Lock()
+		delete(s.inflight, id)
+		s.mu.Unlock()
 		return nil, err
 	}
-	s.attempt(ctx, id)
+	s.runAttempt(ctx, id)
 	select {
 	case s.kick <- struct{}{}:
 	default:
