@@ -13,6 +13,8 @@ type FS interface {
 	MkdirAll(path string, perm os.FileMode) error
 	ReadFile(name string) ([]byte, error)
 	Stat(name string) (os.FileInfo, error)
+	Remove(name string) error
+	RemoveAll(path string) error
 }
 
 // File is an open file of an FS. *os.File implements it.
@@ -49,6 +51,12 @@ func (OSFS) ReadFile(name string) ([]byte, error) { return os.ReadFile(name) }
 
 // Stat calls os.Stat.
 func (OSFS) Stat(name string) (os.FileInfo, error) { return os.Stat(name) }
+
+// Remove calls os.Remove.
+func (OSFS) Remove(name string) error { return os.Remove(name) }
+
+// RemoveAll calls os.RemoveAll.
+func (OSFS) RemoveAll(path string) error { return os.RemoveAll(path) }
 
 var (
 	_ FS   = OSFS{}

@@ -7,10 +7,12 @@ import (
 )
 
 // The ledger file is the truth; these in-memory indexes are rebuilt from it
-// by Open. They hold no record bytes and no per-record strings: a gate that
-// writes one receipt and one decision record per execute keeps about 60
-// bytes per execute here (TestIndexMemoryPerRecord measures it), where
-// string-keyed maps and per-entry strings kept about 220.
+// by Open. They hold no record bytes and no per-record strings: one receipt
+// and one decision record cost about 60 bytes here (TestIndexMemoryPerRecord
+// measures it), where string-keyed maps and per-entry strings kept about
+// 220. The ledger keeps only a bounded window of them in memory; older
+// entries go to index files (diskindex.go), so past the window an execute
+// costs well under a byte of heap (TestDiskIndexMemoryPerRecord).
 
 // uuidKey is a receipt or approval id in its 16-byte form.
 type uuidKey [16]byte

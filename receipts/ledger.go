@@ -55,6 +55,10 @@ var (
 	ErrHeadMismatch = errors.New("receipts: ledger does not match its signed head")
 )
 
+// errNotRecord: the bytes at an offset are not one ledger line's record
+// (a bad index entry).
+var errNotRecord = errors.New("not a ledger line")
+
 // Defaults.
 const (
 	DefaultOutputCap  = 256 << 10
@@ -95,6 +99,11 @@ type Config struct {
 	// value reads the candidate records from the file. Default (0): 4096;
 	// at most 65535.
 	AuditInternCap int
+
+	// indexWindow is how many recent entries each index keeps in memory
+	// before older ones go to index files. Default (0): 65536. Tests set
+	// it small.
+	indexWindow int
 }
 
 func (c Config) withDefaults() Config {
@@ -106,6 +115,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AuditInternCap == 0 {
 		c.AuditInternCap = DefaultInternCap
+	}
+	if c.indexWindow <= 0 {
+		c.indexWindow = defaultWindow
 	}
 	return c
 }
@@ -210,9 +222,10 @@ type Ledger struct {
 
 	mu         sync.RWMutex // guards the fields below
 	closed     bool
-	byID       idIndex    // receipt_id → offset of the receipt
-	byApproval idIndex    // approval_id → offset of its receipt
-	audit      auditIndex // decision records, in seq order
+	byID       *diskIDIndex // receipt_id → offset of the receipt (has its own lock, taken after mu)
+	byApproval *diskIDIndex // approval_id → offset of its receipt (has its own lock, taken after mu)
+	audit      auditIndex   // decision records, in seq order: the newest window (older ones in spill)
+	spill      *auditSpill  // audit entries older than the window
 	head       Head
 	committed  int64 // file size covered by head
 }
@@ -249,8 +262,6 @@ func Open(cfg Config, deps Deps) (*Ledger, error) {
 		headDone:     make(chan struct{}),
 		headStop:     make(chan struct{}),
 		pendingIDs:   map[string]struct{}{},
-		byID:         newIDIndex(),
-		byApproval:   newIDIndex(),
 		audit:        newAuditIndex(cfg.AuditInternCap),
 	}
 	if err := l.fs.MkdirAll(cfg.Dir, 0o700); err != nil {
@@ -277,8 +288,13 @@ func Open(cfg Config, deps Deps) (*Ledger, error) {
 		return nil, fmt.Errorf("receipts: open ledger: %w", err)
 	}
 	l.file = f
+	if err := l.openIndexes(); err != nil {
+		f.Close()
+		return nil, err
+	}
 	dangling, err := l.recover(head)
 	if err != nil {
+		l.closeIndexes()
 		f.Close()
 		return nil, err
 	}
@@ -406,6 +422,7 @@ func (l *Ledger) recover(head *Head) ([]*Intent, error) {
 		for _, e := range pending {
 			e()
 		}
+		l.flushIndexes()
 		corrupt = append(corrupt, badPending...)
 		pending, badPending = pending[:0], badPending[:0]
 		keep = end
@@ -716,8 +733,11 @@ func (l *Ledger) commit(batch []*op) {
 			appendLine(buf, lineAbort, o.line)
 		case opReceipt:
 			r := o.receipt
-			if l.hasReceipt(r.ReceiptID) {
+			if dup, err := l.hasReceipt(r.ReceiptID); err != nil || dup {
 				st[i].err = fmt.Errorf("%w: %s", ErrDuplicate, r.ReceiptID)
+				if err != nil {
+					st[i].err = err
+				}
 				continue
 			}
 			r.Seq = rtip.seq + 1
@@ -780,6 +800,7 @@ func (l *Ledger) commit(batch []*op) {
 			}
 		}
 		l.mu.Unlock()
+		l.flushIndexes()
 		l.lastHead.Store(&h)
 		select {
 		case l.headWriterCh <- struct{}{}:
@@ -822,14 +843,19 @@ func prevHash(t chainTip) *string {
 	return &h
 }
 
-func (l *Ledger) hasReceipt(id string) bool {
+// hasReceipt reports whether a receipt with this id is staged in the
+// current group or committed. Only the writer calls it.
+func (l *Ledger) hasReceipt(id string) (bool, error) {
 	if _, ok := l.pendingIDs[id]; ok {
-		return true
+		return true, nil
 	}
 	l.mu.RLock()
-	_, ok := l.byID.get(id)
-	l.mu.RUnlock()
-	return ok
+	defer l.mu.RUnlock()
+	_, ok, err := l.byID.get(id, func(off int64) (bool, error) {
+		_, m, err := l.recordAtLocked(off)
+		return m != nil && m.ReceiptID == id, err
+	})
+	return ok, err
 }
 
 // persist writes data at the end of the file, syncs the store, then fsyncs.
@@ -973,6 +999,7 @@ func (l *Ledger) Close() error {
 	<-l.writerDone
 	close(l.headStop)
 	<-l.headDone
+	l.closeIndexes()
 	return l.file.Close()
 }
 
@@ -993,14 +1020,14 @@ func (l *Ledger) readLocked(off int64) (json.RawMessage, error) {
 		if i := bytes.IndexByte(b[read:], '\n'); i >= 0 {
 			end := read + i
 			if end == 0 || b[end-1] != '}' {
-				return nil, fmt.Errorf("%w: record at offset %d is not a ledger line", ErrUnavailable, off)
+				return nil, fmt.Errorf("%w: record at offset %d: %w", ErrUnavailable, off, errNotRecord)
 			}
 			return b[: end-1 : end-1], nil
 		}
 		read = len(b)
 		more := min(int64(read), avail-int64(read))
 		if more <= 0 {
-			return nil, fmt.Errorf("%w: record at offset %d has no line end", ErrUnavailable, off)
+			return nil, fmt.Errorf("%w: record at offset %d: %w", ErrUnavailable, off, errNotRecord)
 		}
 		b = append(b, make([]byte, more)...)
 	}
@@ -1013,9 +1040,22 @@ func (l *Ledger) Get(id string) (json.RawMessage, error) {
 	if l.closed {
 		return nil, ErrClosed
 	}
-	off, ok := l.byID.get(id)
-	if !ok {
+	var raw json.RawMessage
+	off, ok, err := l.byID.get(id, func(off int64) (bool, error) {
+		b, m, err := l.recordAtLocked(off)
+		if err != nil || m == nil || m.ReceiptID != id {
+			return false, err
+		}
+		raw = b
+		return true, nil
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case !ok:
 		return nil, ErrNotFound
+	case raw != nil:
+		return raw, nil
 	}
 	return l.readLocked(off)
 }
@@ -1045,15 +1085,24 @@ func (l *Ledger) FindByApproval(approvalID string) (*Receipt, error) {
 		l.mu.RUnlock()
 		return nil, ErrClosed
 	}
-	off, ok := l.byApproval.get(approvalID)
-	if !ok {
-		l.mu.RUnlock()
-		return nil, ErrNotFound
+	var raw json.RawMessage
+	off, ok, err := l.byApproval.get(approvalID, func(off int64) (bool, error) {
+		b, m, err := l.recordAtLocked(off)
+		if err != nil || m == nil || m.Approval == nil || m.Approval.ApprovalID != approvalID {
+			return false, err
+		}
+		raw = b
+		return true, nil
+	})
+	if err == nil && ok && raw == nil {
+		raw, err = l.readLocked(off)
 	}
-	raw, err := l.readLocked(off)
 	l.mu.RUnlock()
 	if err != nil {
 		return nil, err
+	}
+	if !ok {
+		return nil, ErrNotFound
 	}
 	return decodeReceipt(raw, "for approval "+approvalID)
 }
@@ -1084,27 +1133,40 @@ func (l *Ledger) QueryAudit(q AuditQuery) ([]json.RawMessage, error) {
 	}
 	f := l.audit.filter(q)
 	out := []json.RawMessage{}
-	for i := len(l.audit.entries) - 1; i >= 0 && len(out) < limit; i-- {
-		e := &l.audit.entries[i]
+	visit := func(e *auditEntry) (bool, error) {
 		res := f.match(e)
 		if res == matchNo {
-			continue
+			return true, nil
 		}
 		raw, err := l.readLocked(e.off)
 		if err != nil {
-			return nil, err
+			return false, err
 		}
 		if res == matchRead {
 			// A value past the intern cap: decide from the record.
 			var m recordMeta
 			if err := json.Unmarshal(raw, &m); err != nil {
-				return nil, fmt.Errorf("%w: decode audit record: %w", ErrUnavailable, err)
+				return false, fmt.Errorf("%w: decode audit record: %w", ErrUnavailable, err)
 			}
 			if !f.matchRecord(&m) {
-				continue
+				return true, nil
 			}
 		}
 		out = append(out, raw)
+		return len(out) < limit, nil
+	}
+	for i := len(l.audit.entries) - 1; i >= 0; i-- {
+		more, err := visit(&l.audit.entries[i])
+		if err != nil {
+			return nil, err
+		}
+		if !more {
+			return out, nil
+		}
+	}
+	// Older entries, from the spill file (newest first).
+	if err := l.spill.readBack(visit); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -1213,7 +1275,11 @@ func (l *Ledger) Healthy() bool {
 func (l *Ledger) Stats() (receipts, audit int) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	return l.byID.len(), len(l.audit.entries)
+	audit = len(l.audit.entries)
+	if l.spill != nil {
+		audit += l.spill.n
+	}
+	return l.byID.len(), audit
 }
 
 // newUUIDv7 builds a UUIDv7 from the injected clock's time.
