@@ -473,8 +473,8 @@ func (rt *runtime) serve(ctx context.Context) error {
 	rt.log.Info().Str("socket", rt.client).Str("admin_socket", rt.admin).Str("state_dir", rt.cfg.StateDir).
 		Bool("dev", rt.cfg.Dev).Str("version", gate.Version).Msg("latchgate serving")
 	if rt.cfg.Dev {
-		fmt.Fprintf(os.Stderr, "\nLatchGate dev gate is up.\n  client socket: %s\n  admin socket:  %s\n  state dir:     %s\nTry it:\n  latchgate status --admin-socket %s\n  go run ./sdk/examples/hello --socket %s\n\n",
-			rt.client, rt.admin, rt.cfg.StateDir, rt.admin, rt.client)
+		fmt.Fprintf(os.Stderr, "\nLatchGate dev gate is up.\n  client socket: %s\n  admin socket:  %s\n  state dir:     %s\nTry it:\n  %s status --admin-socket %s\n  go run ./sdk/examples/hello --socket %s\n\n",
+			rt.client, rt.admin, rt.cfg.StateDir, os.Args[0], rt.admin, rt.client)
 	}
 	err = eg.Wait()
 	rt.log.Info().Msg("draining done; flushing the ledger")
