@@ -183,6 +183,23 @@ func splitList(v string) []string {
 	return out
 }
 
+// fillPathDefaults fills the state, keys and socket paths left empty
+// (serve and doctor resolve them the same way).
+func (c *fileConfig) fillPathDefaults() {
+	if c.StateDir == "" {
+		c.StateDir = defaultStateDir(env)
+	}
+	if c.KeysDir == "" {
+		c.KeysDir = filepath.Join(c.StateDir, "keys")
+	}
+	if c.Socket == "" {
+		c.Socket = defaultSocket("latchgate", "gate.sock", env)
+	}
+	if c.AdminSocket == "" {
+		c.AdminSocket = defaultSocket("latchgate-admin", "gate-admin.sock", env)
+	}
+}
+
 // validate checks what the gate packages do not.
 func (c *fileConfig) validate() error {
 	if c.HTTP != "" && !c.UnsafeExposeHT {

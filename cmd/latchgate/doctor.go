@@ -32,18 +32,7 @@ func doctor(cfg *fileConfig) []finding {
 	} else {
 		add("ok", "config", "configuration is valid", "")
 	}
-	if cfg.StateDir == "" {
-		cfg.StateDir = defaultStateDir(env)
-	}
-	if cfg.KeysDir == "" {
-		cfg.KeysDir = filepath.Join(cfg.StateDir, "keys")
-	}
-	if cfg.Socket == "" {
-		cfg.Socket = defaultSocket("latchgate", "gate.sock", env)
-	}
-	if cfg.AdminSocket == "" {
-		cfg.AdminSocket = defaultSocket("latchgate-admin", "gate-admin.sock", env)
-	}
+	cfg.fillPathDefaults()
 	if cfg.Dev {
 		add("warn", "mode", "--dev relaxes defaults (operators may take leases, all actions allowed)", "run without --dev in production")
 	}

@@ -209,18 +209,7 @@ func gateID(cfg *fileConfig) (string, error) {
 
 // wire builds every part from the configuration.
 func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
-	if cfg.StateDir == "" {
-		cfg.StateDir = defaultStateDir(env)
-	}
-	if cfg.KeysDir == "" {
-		cfg.KeysDir = filepath.Join(cfg.StateDir, "keys")
-	}
-	if cfg.Socket == "" {
-		cfg.Socket = defaultSocket("latchgate", "gate.sock", env)
-	}
-	if cfg.AdminSocket == "" {
-		cfg.AdminSocket = defaultSocket("latchgate-admin", "gate-admin.sock", env)
-	}
+	cfg.fillPathDefaults()
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}

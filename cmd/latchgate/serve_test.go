@@ -351,40 +351,8 @@ func TestStartsBeforeRedis(t *testing.T) {
 func TestKill9DuringExecutes(t *testing.T) {
 	// An upstream that holds requests open so one execution is in flight
 	// (dispatched, no answer) at the moment of the kill.
-	hit := make(chan struct{}, 16)
-	release := make(chan struct{})
-	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hit <- struct{}{}
-		<-release
-	}), ReadHeaderTimeout: time.Second}
-	uln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = up.Serve(uln) }()
-	defer func() { close(release); _ = up.Close() }()
-	port := uln.Addr().(*net.TCPAddr).Port
-	mdir := t.TempDir()
-	manifest := fmt.Sprintf(`action_id: slow_fetch
-version: 1.0.0
-risk_level: low
-input_schema: {type: object}
-executor:
-  kind: http
-  method: GET
-  url: http://127.0.0.1:%d/slow
-  allow_insecure_http: true
-  timeout_seconds: 60
-egress:
-  profile: proxy_allowlist
-  allowed_domains: ["127.0.0.1"]
-  allowed_ports: [%d]
-`, port, port)
-	if err := os.WriteFile(filepath.Join(mdir, "slow_fetch.yaml"), []byte(manifest), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	_, _, hit, args := slowUpstream(t)
 	state := t.TempDir()
-	args := []string{"--manifests-dir", mdir, "--egress-allow-cidr", "127.0.0.1/32"}
 	p := startGate(t, state, args...)
 	p.waitReady(t)
 
