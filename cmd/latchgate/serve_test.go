@@ -335,11 +335,7 @@ func TestStartsBeforeRedis(t *testing.T) {
 	}
 	restart(true)
 	p.waitReady(t)
-	c, err := sdk.New(sdk.WithSocket(p.socket), sdk.WithAgentID("late"), sdk.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := agent(t, p, "late")
 	if _, err := c.Execute(context.Background(), "echo", map[string]any{}); err != nil {
 		t.Fatalf("execute once Redis is up: %v", err)
 	}
@@ -466,11 +462,7 @@ func TestSecretFromEnvironment(t *testing.T) {
 	p := startGateEnv(t, t.TempDir(), []string{"LATCHGATE_SECRET_LOCAL_TOKEN=" + secret},
 		"--manifests-dir", mdir, "--egress-allow-cidr", "127.0.0.1/32")
 	p.waitReady(t)
-	c, err := sdk.New(sdk.WithSocket(p.socket), sdk.WithAgentID("env"), sdk.WithLogger(slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := agent(t, p, "env")
 	res, err := c.Execute(context.Background(), "local_call", map[string]any{})
 	if err != nil {
 		t.Fatalf("execute: %v\n%s", err, p.logs())
