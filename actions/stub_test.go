@@ -2,24 +2,19 @@ package actions
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/latchgate/latchgate/actions/actionstest"
 	"github.com/latchgate/latchgate/definitions"
 	"github.com/latchgate/latchgate/egress"
 )
@@ -32,46 +27,6 @@ var stubNames = []string{
 	"events.pagerduty.com", "api.stripe.com", "en.wikipedia.org", "de.wikipedia.org",
 	"hacker-news.firebaseio.com", "api.frankfurter.app", "httpbin.org", "postman-echo.com",
 	"hooks.zapier.com", "example.com", "api.example.com", "other.example.com", "evil.example.net",
-}
-
-// testCA makes a throwaway CA and a leaf certificate for names.
-func testCA(t testing.TB, names []string) (*x509.CertPool, tls.Certificate) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "latchgate test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: names[0]},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		DNSNames: names, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &leafKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return pool, tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}
 }
 
 // recorded is one request the stub received.
@@ -94,7 +49,7 @@ type stub struct {
 
 func newStub(t testing.TB) *stub {
 	t.Helper()
-	pool, cert := testCA(t, stubNames)
+	pool, cert := actionstest.TLSCert(t, stubNames...)
 	s := &stub{roots: pool}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)

@@ -3,17 +3,12 @@ package gate_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -26,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latchgate/latchgate/actions/actionstest"
 	"github.com/latchgate/latchgate/gate/gatetest"
 	"github.com/rs/zerolog"
 )
@@ -67,7 +63,7 @@ type upstream struct {
 
 func newUpstream(t *testing.T) (*upstream, *x509.CertPool) {
 	t.Helper()
-	pool, cert := testCert(t, "api.example.com")
+	pool, cert := actionstest.TLSCert(t, "api.example.com")
 	u := &upstream{}
 	u.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -95,28 +91,6 @@ func newUpstream(t *testing.T) (*upstream, *x509.CertPool) {
 	t.Cleanup(u.srv.Close)
 	u.port = u.srv.Listener.Addr().(*net.TCPAddr).Port
 	return u, pool
-}
-
-func testCert(t *testing.T, name string) (*x509.CertPool, tls.Certificate) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	caT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, _ := x509.CreateCertificate(rand.Reader, caT, caT, &key.PublicKey, key)
-	ca, _ := x509.ParseCertificate(caDER)
-	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leafT := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), DNSNames: []string{name},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafT, ca, &leafKey.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return pool, tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}
 }
 
 // egressGate starts a gate with three manifests pointing at the stub.
