@@ -266,7 +266,7 @@ func (g *Gate) handleApprove(w http.ResponseWriter, r *http.Request) error {
 	if !ok || act.Digest != a.ActionDigest {
 		return fail("plan_changed", "")
 	}
-	learned, err := g.learnedHosts(r.Context(), a.Principal, a.ActionID)
+	learned, err := g.learnedHosts(r.Context(), a.Principal, act)
 	if err != nil {
 		g.releaseClaimAsFailed(a, by)
 		return err

@@ -124,7 +124,7 @@ func (g *Gate) handleExecute(w http.ResponseWriter, r *http.Request) error {
 		return errRateLimited("Too many executes for this session; slow down.", wait)
 	}
 	// 4. parse and validate (learned domains count as allowlisted).
-	learned, err := g.learnedHosts(r.Context(), c.session.Principal, act.ID)
+	learned, err := g.learnedHosts(r.Context(), c.session.Principal, act)
 	if err != nil {
 		return err
 	}

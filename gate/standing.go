@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/latchgate/latchgate/actions"
 	"github.com/latchgate/latchgate/receipts"
 	"github.com/latchgate/latchgate/store"
 	"github.com/latchgate/latchgate/webhooks"
@@ -194,10 +195,15 @@ func (g *Gate) handleLearnedDelete(w http.ResponseWriter, r *http.Request) error
 
 // learnedHosts returns the learned egress entries of (principal, action)
 // valid now; a store failure is 503 (fail closed: no entry is assumed).
-func (g *Gate) learnedHosts(ctx context.Context, principal, actionID string) ([]string, error) {
+// Only http actions reach hosts, so only they can have learned ones: other
+// executors skip the store round trip.
+func (g *Gate) learnedHosts(ctx context.Context, principal string, act *actions.Action) ([]string, error) {
+	if act.ExecutorKind != actions.KindHTTP {
+		return nil, nil
+	}
 	sctx, cancel := g.storeCtx(ctx)
 	defer cancel()
-	list, err := g.st.LearnedFor(sctx, principal, actionID, g.clk.Now())
+	list, err := g.st.LearnedFor(sctx, principal, act.ID, g.clk.Now())
 	if err != nil {
 		return nil, errStoreUnavailable(err)
 	}
