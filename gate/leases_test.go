@@ -1,0 +1,81 @@
+package gate_test
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/latchgate/latchgate/gate"
+	"github.com/latchgate/latchgate/gate/gatetest"
+)
+
+func ceiling(n int64) *int64 { return &n }
+
+// Requested scopes are intersected with the principal's; requested budgets
+// are capped by its ceilings (PROTOCOL §3.1).
+func TestLeaseScopesAndCeilings(t *testing.T) {
+	s := gatetest.NewServer(t, gatetest.WithConfig(gate.Config{
+		GateID: "g", Dev: true, TrustAgentID: true,
+		Principals: map[string]gate.Principal{
+			"*":            {AllowedScopes: []string{"tools:call"}},
+			"agent:capped": {AllowedScopes: []string{"tools:call", "audit:read"}, MaxCallsPerSession: ceiling(2), MaxCostPerSession: ceiling(50)},
+		},
+	}))
+	tests := []struct {
+		name     string
+		req      map[string]any
+		status   int
+		code     string
+		scopes   []any
+		maxCalls any
+		maxCost  any
+	}{
+		{name: "no-scope-left", req: map[string]any{"agent_id": "plain", "scopes": []string{"audit:read", "ns:write"}}, status: 403, code: "scope_not_permitted"},
+		{name: "intersected", req: map[string]any{"agent_id": "plain", "scopes": []string{"tools:call", "audit:read"}}, status: 200, scopes: []any{"tools:call"}},
+		{name: "ceiling-when-unrequested", req: map[string]any{"agent_id": "capped"}, status: 200, scopes: []any{"tools:call"}, maxCalls: float64(2), maxCost: float64(50)},
+		{name: "ceiling-caps-request", req: map[string]any{"agent_id": "capped", "budgets": map[string]any{"max_calls": 1000, "max_cost_usd_cents": 10}}, status: 200, scopes: []any{"tools:call"}, maxCalls: float64(2), maxCost: float64(10)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := s.NewAgent(t).TakeLease(tt.req)
+			wantStatus(t, r, tt.status, tt.code)
+			if tt.status != 200 {
+				return
+			}
+			m := r.JSON()
+			got, _ := m["scopes"].([]any)
+			if len(got) != len(tt.scopes) || got[0] != tt.scopes[0] {
+				t.Errorf("scopes = %v, want %v", got, tt.scopes)
+			}
+			b, _ := m["budgets"].(map[string]any)
+			if b["max_calls"] != tt.maxCalls || b["max_cost_usd_cents"] != tt.maxCost {
+				t.Errorf("budgets = %v, want max_calls %v max_cost %v", b, tt.maxCalls, tt.maxCost)
+			}
+		})
+	}
+	// The ceiling is enforced, not just advertised.
+	a := newAgent(t, s, map[string]any{"agent_id": "capped", "budgets": map[string]any{"max_calls": 1000}})
+	for range 2 {
+		wantStatus(t, a.Execute("echo", map[string]any{}, nil), 200, "")
+	}
+	wantStatus(t, a.Execute("echo", map[string]any{}, nil), 403, "budget_exhausted")
+}
+
+// Two DPoP (or Authorization) headers are refused: which one a proxy or a
+// library would pick is ambiguous.
+func TestDuplicateAuthHeadersRefused(t *testing.T) {
+	s := gatetest.NewServer(t)
+	a := newAgent(t, s, nil)
+	body := []byte(`{}`)
+	p1 := a.Key.Proof("POST", "http://localhost"+echoPath, a.Lease, body)
+	p2 := a.Key.Proof("POST", "http://localhost"+echoPath, a.Lease, body)
+	for _, h := range []http.Header{
+		{"Authorization": {"DPoP " + a.Lease}, "Dpop": {p1, p2}},
+		{"Authorization": {"DPoP " + a.Lease, "DPoP " + a.Lease}, "Dpop": {p1}},
+	} {
+		h.Set("Content-Type", "application/json")
+		r := gatetest.Do(t, s.Client(), "POST", echoPath, body, h)
+		wantStatus(t, r, 401, "invalid_dpop")
+	}
+	// Neither refused proof was consumed.
+	wantStatus(t, a.CallWithProof("POST", echoPath, body, p1, nil), 200, "")
+}
