@@ -30,7 +30,6 @@ export LATCHGATE_SMOKE_APPROVALS=1
 export LATCHGATE_POLICY_TIMEOUT=10s
 # The held action every SDK's approval check uses: a local high-risk echo
 # (testdata/smoke-manifests), so approval needs no network.
-export LATCHGATE_SMOKE_APPROVAL_ACTION=echo_held
 export LATCHGATE_SMOKE_HELD_ACTION=echo_held
 export LATCHGATE_SMOKE_HELD_ARGS='{"ship":"it"}'
 ./bin/latchgate serve --dev --socket "$LATCHGATE_SOCKET" --admin-socket "$LATCHGATE_ADMIN_SOCKET" \

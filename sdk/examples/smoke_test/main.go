@@ -8,7 +8,8 @@
 //
 // `make test-smoke` sets LATCHGATE_SOCKET (the default for -socket) and, with
 // LATCHGATE_SMOKE_APPROVALS=1, LATCHGATE_BIN and LATCHGATE_ADMIN_SOCKET so the
-// approval check holds the high-risk echo_held action and approves it with
+// approval check holds $LATCHGATE_SMOKE_HELD_ACTION (default echo_held, a
+// high-risk echo in testdata/smoke-manifests) and approves it with
 // `latchgate approvals approve --yes`.
 package main
 
@@ -156,7 +157,11 @@ func run(socket string) int {
 			return err
 		}
 		defer held.Close()
-		_, err = held.Execute(ctx, "echo_held", map[string]any{"ship": "it"})
+		action := os.Getenv("LATCHGATE_SMOKE_HELD_ACTION")
+		if action == "" {
+			action = "echo_held" // testdata/smoke-manifests: a high-risk echo
+		}
+		_, err = held.Execute(ctx, action, map[string]any{"ship": "it"})
 		var e *sdk.Error
 		if !errors.Is(err, sdk.ErrApprovalRequired) || !errors.As(err, &e) || e.ApprovalID == "" {
 			return fmt.Errorf("error = %v, want ErrApprovalRequired", err)

@@ -2,8 +2,10 @@
 
     LATCHGATE_SOCKET=/tmp/lg/gate.sock python examples/approval_flow.py [action_id]
 
-The default action is ``echo_approval`` (examples/manifests/echo_approval.yaml,
-risk_level high). While this waits, an operator approves on the admin socket:
+The default action is ``echo_held`` (testdata/smoke-manifests/echo_held.yaml
+in the repository, risk_level high: start the gate with
+``--manifests-dir testdata/smoke-manifests``). While this waits, an
+operator approves on the admin socket:
 
     latchgate approvals approve <approval_id> --yes --admin-socket /tmp/lg/admin.sock
 """
@@ -41,4 +43,4 @@ async def main(action: str) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=os.environ.get("LATCHGATE_LOG", "WARNING"))
-    sys.exit(asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "echo_approval")))
+    sys.exit(asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "echo_held")))

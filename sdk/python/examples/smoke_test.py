@@ -5,7 +5,8 @@ Environment:
   LATCHGATE_ADMIN_SOCKET      admin socket (approval step)
   LATCHGATE_BIN               gate binary (approval step: `approvals approve`)
   LATCHGATE_SMOKE_APPROVALS   "1" to run the approval step, else it is skipped
-  LATCHGATE_SMOKE_APPROVAL_ACTION  held action id (default echo_approval)
+  LATCHGATE_SMOKE_HELD_ACTION  held action id (default echo_held, from
+                               testdata/smoke-manifests)
 
 Prints one line per check and a final line ``N passed, N failed``; exits
 non-zero on any failure.
@@ -103,7 +104,7 @@ async def approval() -> None:
     gate_bin = os.environ.get("LATCHGATE_BIN", "")
     admin = os.environ.get("LATCHGATE_ADMIN_SOCKET", "")
     check(bool(gate_bin) and bool(admin), "LATCHGATE_BIN and LATCHGATE_ADMIN_SOCKET required")
-    action = os.environ.get("LATCHGATE_SMOKE_APPROVAL_ACTION", "echo_approval")
+    action = os.environ.get("LATCHGATE_SMOKE_HELD_ACTION", "echo_held")
     async with LatchGateClient(agent_id="smoke-py-approval", socket=SOCKET) as c:
         try:
             await c.execute(action, {"approve": "me"})

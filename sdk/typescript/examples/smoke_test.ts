@@ -4,8 +4,7 @@
 //   LATCHGATE_BIN           the latchgate binary (for the approval check)
 //   LATCHGATE_SMOKE_APPROVALS=1  run the approval check (skipped otherwise)
 //   LATCHGATE_SMOKE_HELD_ACTION, LATCHGATE_SMOKE_HELD_ARGS  a request policy holds (default:
-//     http_delete {"url":"https://httpbin.org/delete"}; without network it fails upstream once approved,
-//     which still passes: the approval flow ran it exactly once and the receipt records it)
+//     echo_held {} from testdata/smoke-manifests: a high-risk echo, so no network is needed)
 // Prints one line per check and a final line "N passed, N failed"; exits 1 on any failure.
 
 import { execFile } from "node:child_process";
@@ -112,20 +111,9 @@ await check("approval", async () => {
   const bin = process.env["LATCHGATE_BIN"];
   const admin = process.env["LATCHGATE_ADMIN_SOCKET"];
   if (bin === undefined || admin === undefined) throw new Error("LATCHGATE_BIN and LATCHGATE_ADMIN_SOCKET are required");
-  // The held request: LATCHGATE_SMOKE_HELD_ACTION / LATCHGATE_SMOKE_HELD_ARGS, else
-  // http_delete (risk high) when the gate has it, else the first high/critical-risk action.
-  let action = process.env["LATCHGATE_SMOKE_HELD_ACTION"];
-  let args: unknown = JSON.parse(process.env["LATCHGATE_SMOKE_HELD_ARGS"] ?? "{}");
-  if (action === undefined) {
-    const risky = (await client.listActions()).filter((a) => a.riskLevel === "high" || a.riskLevel === "critical");
-    if (risky.some((a) => a.actionId === "http_delete")) {
-      action = "http_delete";
-      if (process.env["LATCHGATE_SMOKE_HELD_ARGS"] === undefined) args = { url: "https://httpbin.org/delete" };
-    } else {
-      action = risky[0]?.actionId;
-    }
-  }
-  if (action === undefined) throw new Error("no held action (set LATCHGATE_SMOKE_HELD_ACTION)");
+  // The held request: LATCHGATE_SMOKE_HELD_ACTION / LATCHGATE_SMOKE_HELD_ARGS, else echo_held.
+  const action = process.env["LATCHGATE_SMOKE_HELD_ACTION"] ?? "echo_held";
+  const args: unknown = JSON.parse(process.env["LATCHGATE_SMOKE_HELD_ARGS"] ?? "{}");
   let approvalId: string;
   try {
     await client.execute(action, args);
