@@ -37,8 +37,10 @@ func TestAllowDecisionRecorded(t *testing.T) {
 					t.Fatal(err)
 				}
 				if rec.TraceID == trace {
-					if receipts.VerifyReceipt(raw, s.Ledger.Keys()) != receipts.StatusValid {
-						t.Errorf("allow record %s does not verify", rec.ID)
+					// Chained, not signed: the receipt below carries
+					// the same facts under its signature.
+					if got := receipts.VerifyAuditRecord(raw, s.Ledger.Keys()); got != receipts.StatusChained {
+						t.Errorf("allow record %s: VerifyAuditRecord = %s, want %s", rec.ID, got, receipts.StatusChained)
 					}
 					found = &rec
 				}
@@ -48,6 +50,20 @@ func TestAllowDecisionRecorded(t *testing.T) {
 			}
 			if found.ActionID != "echo" || found.Principal == "" || found.RequestHash == "" {
 				t.Errorf("allow record = %+v, want action echo, a principal and a request hash", found)
+			}
+			receiptID, _ := r.JSON()["receipt_id"].(string)
+			rec, err := s.Ledger.GetReceipt(receiptID)
+			if err != nil {
+				t.Fatalf("GetReceipt(%q) = %v", receiptID, err)
+			}
+			raw, err := s.Ledger.Get(receiptID)
+			if err != nil || receipts.VerifyReceipt(raw, s.Ledger.Keys()) != receipts.StatusValid {
+				t.Errorf("receipt %s does not verify (%v)", receiptID, err)
+			}
+			if rec.Principal != found.Principal || rec.SessionID != found.SessionID || rec.ActionID != found.ActionID ||
+				rec.RequestHash != found.RequestHash || rec.PolicyVersion != found.PolicyVersion || rec.TraceID != found.TraceID ||
+				found.ReceiptID != receiptID {
+				t.Errorf("signed receipt %+v does not carry the allow record's facts %+v", rec, found)
 			}
 			if res := s.Ledger.Verify(); !res.Intact {
 				t.Errorf("Ledger.Verify = %+v, want intact", res)

@@ -207,9 +207,7 @@ func verifyLedger(r io.Reader, keys map[string]ed25519.PublicKey, head *Head) (V
 		if why := tip.follows(&m); why != "" {
 			brk(Break{Chain: chain, Seq: m.Seq, Offset: l.off, Reason: why})
 		}
-		if pub, ok := keys[m.KeyID]; !ok {
-			brk(Break{Chain: chain, Seq: m.Seq, Offset: l.off, Reason: "unknown key_id"})
-		} else if err := checkSealed(rec, m.signed(), pub); err != nil {
+		if err := checkRecord(rec, &m, chain == ChainAudit, keys); err != nil {
 			brk(Break{Chain: chain, Seq: m.Seq, Offset: l.off, Reason: err.Error()})
 		}
 		*tip = chainTip{seq: m.Seq, hash: m.Hash}
