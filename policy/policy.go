@@ -166,8 +166,6 @@ type Decision struct {
 	Allow           bool     `json:"allow"`
 	PendingApproval bool     `json:"pending_approval"`
 	DenyReasons     []string `json:"deny_reasons"`
-	// Raw is the whole decision object as evaluated (extra members kept).
-	Raw json.RawMessage `json:"-"`
 }
 
 // Engine is a compiled, tested, immutable policy.
@@ -315,11 +313,6 @@ func parseDecision(v any) (Decision, error) {
 		d.DenyReasons = []string{}
 	}
 	d.Allow, d.PendingApproval = allow, pending
-	raw, err := json.Marshal(obj)
-	if err != nil {
-		return Decision{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	d.Raw = raw
 	return d, nil
 }
 
