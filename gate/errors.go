@@ -140,12 +140,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeRawJSON(w http.ResponseWriter, status int, b []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
+	h["Content-Type"] = jsonContentType
+	h["Cache-Control"] = noStore
+	// An explicit length: a body past net/http's 2 KiB chunking buffer
+	// (an execute answer with its receipt) would otherwise go out chunked.
+	h["Content-Length"] = []string{strconv.Itoa(len(b) + 1)}
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 	_, _ = w.Write([]byte{'\n'})
 }
+
+// Header values shared by every JSON answer (net/http only reads them).
+var (
+	jsonContentType = []string{"application/json"}
+	noStore         = []string{"no-store"}
+)
 
 // Common errors.
 func errStoreUnavailable(cause error) *Error {
