@@ -866,3 +866,41 @@ func TestGroupCommitWindow(t *testing.T) {
 		t.Errorf("Verify = %+v", res)
 	}
 }
+
+type countSyncer struct{ n atomic.Int64 }
+
+func (s *countSyncer) Sync() error { s.n.Add(1); return nil }
+
+// TestStoreSyncPerCommit: every commit that lets something run or records
+// a decision syncs the store (a proof's replay entry must be durable before
+// its request runs); a commit of receipts only does not.
+func TestStoreSyncPerCommit(t *testing.T) {
+	tests := []struct {
+		name      string
+		write     func(l *Ledger) error
+		wantSyncs int64
+	}{
+		{"intent", func(l *Ledger) error { return l.WriteIntent(context.Background(), sampleIntent(1)) }, 1},
+		{"decision and intent", func(l *Ledger) error {
+			return l.WriteDecisionAndIntent(context.Background(), &AuditRecord{Principal: "alice", ActionID: "echo", Decision: DecisionAllow}, sampleIntent(2))
+		}, 1},
+		{"decision", func(l *Ledger) error {
+			return l.AppendAudit(context.Background(), &AuditRecord{Principal: "alice", ActionID: "echo", Decision: DecisionDeny})
+		}, 1},
+		{"abort", func(l *Ledger) error { return l.WriteAbort(context.Background(), sampleIntent(3).GrantID, "refused") }, 1},
+		{"receipt", func(l *Ledger) error { _, err := l.Append(context.Background(), sampleReceipt(4)); return err }, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sy := &countSyncer{}
+			l := openLedger(t, t.TempDir(), opts{syncer: sy})
+			before := sy.n.Load()
+			if err := tt.write(l); err != nil {
+				t.Fatal(err)
+			}
+			if got := sy.n.Load() - before; got != tt.wantSyncs {
+				t.Errorf("store syncs = %d, want %d", got, tt.wantSyncs)
+			}
+		})
+	}
+}
