@@ -3,13 +3,19 @@
 // the fan-out to live readers (the admin SSE stream, webhook delivery).
 //
 // The journal is an append-only file of JSON lines in the state directory.
-// An event is written with write(2) before Append returns, so a crash of
-// the process loses nothing appended; the file is fsynced every
-// SyncInterval and on Close. On open the last intact line gives the next
-// id; a torn last line is ignored. Readers ask for the events after an id
-// (Since): recent ones come from memory, older ones from the file, so a
-// reader resuming with Last-Event-ID misses nothing still in the journal.
-// The journal is trimmed to MaxAge when it grows past CompactBytes.
+// Append encodes an event into a buffer in memory; the buffer is written
+// to the file (one write(2)) every SyncInterval just before the fsync,
+// once it holds 64 KiB, before a reader is given an event (Since), before
+// a trim and on Close. Events are notifications, not evidence (receipts
+// and audit records are in the ledger): a crash of the process loses at
+// most the events appended since the last write that no reader has seen,
+// as a power loss already lost the unsynced tail. An event a reader has
+// seen has reached the kernel, so its id is never reissued after a crash
+// of the process and a reader resuming with Last-Event-ID misses nothing.
+// On open the last intact line gives the next id; a torn last line is
+// ignored. Readers ask for the events after an id (Since): recent ones
+// come from memory, older ones from the file. The journal is trimmed to
+// MaxAge when it grows past CompactBytes.
 //
 // The package never decides anything; it records what the gate did. The
 // API is internal to this module and may change.
@@ -24,8 +30,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/latchgate/latchgate/clock"
 	"github.com/rs/zerolog"
@@ -99,6 +107,9 @@ func (c Config) Validate() error {
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("events: journal closed")
 
+// flushBytes is how many buffered bytes make Append write them at once.
+const flushBytes = 64 << 10
+
 // Journal is the durable, ordered event log of one gate.
 type Journal struct {
 	cfg  Config
@@ -111,15 +122,18 @@ type Journal struct {
 	syncMu sync.Mutex
 
 	// mu guards the fields below. No fsync happens while it is held.
-	mu     sync.Mutex
-	f      *os.File
-	size   int64
-	trimAt int64 // trim when size exceeds this: max(CompactBytes, 2 × size after the last trim)
-	dirty  bool
-	closed bool
-	last   int64   // id of the newest event
-	recent []Event // the newest Recent to 2·Recent events, oldest first
-	wake   chan struct{}
+	mu      sync.Mutex
+	f       *os.File
+	buf     []byte // encoded events not yet written to f, oldest first
+	size    int64  // bytes in the journal, buf included
+	trimAt  int64  // trim when size exceeds this: max(CompactBytes, 2 × size after the last trim)
+	dirty   bool   // written to f since the last fsync
+	closed  bool
+	werr    error   // the last write failed: Append writes through until one succeeds
+	last    int64   // id of the newest event
+	flushed int64   // id of the newest event written to f; Since returns none newer
+	recent  []Event // the newest Recent to 2·Recent events, oldest first
+	wake    chan struct{}
 }
 
 // Open opens (or creates) the journal and starts its sync loop.
@@ -139,6 +153,7 @@ func Open(cfg Config, clk clock.Clock, log zerolog.Logger) (*Journal, error) {
 		if err := j.load(); err != nil {
 			return nil, err
 		}
+		j.flushed = j.last
 		f, err := os.OpenFile(cfg.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("events: open journal: %w", err)
@@ -231,7 +246,9 @@ func (j *Journal) remember(e Event) {
 }
 
 // Append records an event of type typ with data (marshalled to JSON) and
-// returns it with its id.
+// returns it with its id. While the file's writes fail (seen by an earlier
+// flush) Append writes through and returns the error, and the event is
+// not recorded.
 func (j *Journal) Append(typ string, data any) (Event, error) {
 	raw, err := json.Marshal(data)
 	if err != nil {
@@ -244,21 +261,102 @@ func (j *Journal) Append(typ string, data any) (Event, error) {
 	}
 	e := Event{ID: j.last + 1, Type: typ, At: j.clk.Now().UTC(), Data: raw}
 	if j.f != nil {
-		line, err := json.Marshal(e)
+		start := len(j.buf)
+		b, err := appendEvent(j.buf, e)
 		if err != nil {
-			return Event{}, err
+			j.buf = b[:start]
+			return Event{}, fmt.Errorf("events: encode %s: %w", typ, err)
 		}
-		line = append(line, '\n')
-		if _, err := j.f.Write(line); err != nil {
-			return Event{}, fmt.Errorf("events: append: %w", err)
+		j.buf = b
+		n := int64(len(b) - start)
+		j.size += n
+		if j.werr != nil || len(j.buf) >= flushBytes {
+			if err := j.flushLocked(e.ID); err != nil {
+				// The file was cut back to its length before the write:
+				// drop this event as the unbuffered journal did. Earlier
+				// events stay buffered for the next attempt.
+				j.buf = j.buf[:start]
+				j.size -= n
+				return Event{}, err
+			}
 		}
-		j.size += int64(len(line))
-		j.dirty = true
+	} else {
+		j.flushed = e.ID
 	}
 	j.remember(e)
 	close(j.wake)
 	j.wake = make(chan struct{})
 	return e, nil
+}
+
+// appendEvent appends e as one journal line: what json.Marshal(e) gives,
+// then '\n'. e.Data is json.Marshal output (compact, HTML-escaped), which
+// json.Marshal would copy unchanged.
+func appendEvent(dst []byte, e Event) ([]byte, error) {
+	dst = append(dst, `{"id":`...)
+	dst = strconv.AppendInt(dst, e.ID, 10)
+	dst = append(dst, `,"type":`...)
+	dst = appendString(dst, e.Type)
+	dst = append(dst, `,"at":"`...)
+	dst, err := e.At.AppendText(dst)
+	if err != nil {
+		return dst, err
+	}
+	dst = append(dst, `","data":`...)
+	if e.Data == nil {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, e.Data...)
+	}
+	return append(dst, '}', '\n'), nil
+}
+
+// appendString writes an event type as a JSON string. Types are the
+// constants above; anything else goes through json.Marshal.
+func appendString(dst []byte, s string) []byte {
+	for i := range len(s) {
+		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s) // a string always encodes
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
+// flushLocked writes buf to the file. newest is the id of the newest event
+// in buf; once written, readers may see it. On failure the file is cut
+// back to its length before the write (so no torn line stays between
+// events), buf is kept for the next attempt and werr is set. j.mu must be
+// held.
+func (j *Journal) flushLocked(newest int64) error {
+	if len(j.buf) == 0 {
+		return nil
+	}
+	if n, err := j.f.Write(j.buf); err != nil {
+		if n > 0 {
+			if terr := j.f.Truncate(j.size - int64(len(j.buf))); terr != nil {
+				j.log.Error().Err(terr).Msg("events: cutting a partial write failed; the journal may hold a torn line")
+			}
+		}
+		j.werr = err
+		return fmt.Errorf("events: append: %w", err)
+	}
+	if cap(j.buf) > 4*flushBytes {
+		j.buf = nil
+	} else {
+		j.buf = j.buf[:0]
+	}
+	j.flushed = newest
+	j.dirty = true
+	if j.werr != nil {
+		// Readers may be waiting for events a failed write held back.
+		j.werr = nil
+		close(j.wake)
+		j.wake = make(chan struct{})
+	}
+	return nil
 }
 
 // Last returns the id of the newest event (0 if none).
@@ -270,16 +368,28 @@ func (j *Journal) Last() int64 {
 
 // Since returns up to limit events with id > after, oldest first, and a
 // channel closed at the next Append (to wait on when none were returned).
+// It writes buffered events to the file first: an event is given to a
+// reader only once it has reached the kernel. If that write fails, the
+// events it held back are returned once a later write succeeds.
 func (j *Journal) Since(after int64, limit int) ([]Event, <-chan struct{}, error) {
 	j.mu.Lock()
+	if after < j.last && j.flushed < j.last {
+		if err := j.flushLocked(j.last); err != nil {
+			j.log.Warn().Err(err).Msg("events: write before read failed; holding back unwritten events")
+		}
+	}
 	wake := j.wake
-	if after >= j.last {
+	visible := j.flushed
+	if after >= visible {
 		j.mu.Unlock()
 		return nil, wake, nil
 	}
 	if len(j.recent) > 0 && after+1 >= j.recent[0].ID {
 		var out []Event
 		for _, e := range j.recent {
+			if e.ID > visible {
+				break
+			}
 			if e.ID > after {
 				out = append(out, e)
 				if len(out) == limit {
@@ -330,16 +440,21 @@ func (j *Journal) loop() {
 	}
 }
 
-// Sync fsyncs the journal file if anything was appended since the last one.
+// Sync writes the buffered events and fsyncs the journal file if anything
+// was appended since the last fsync. A failed write is reported here.
 func (j *Journal) Sync() error {
 	j.syncMu.Lock()
 	defer j.syncMu.Unlock()
 	j.mu.Lock()
+	var werr error
+	if j.f != nil {
+		werr = j.flushLocked(j.last) // on failure, still fsync what was written
+	}
 	f, dirty := j.f, j.dirty
 	j.dirty = false
 	j.mu.Unlock()
 	if f == nil || !dirty {
-		return nil
+		return werr
 	}
 	if err := f.Sync(); err != nil {
 		j.mu.Lock()
@@ -347,7 +462,7 @@ func (j *Journal) Sync() error {
 		j.mu.Unlock()
 		return fmt.Errorf("events: fsync: %w", err)
 	}
-	return nil
+	return werr
 }
 
 // needsTrimLocked reports whether the journal is due for a trim: past
@@ -366,6 +481,11 @@ func (j *Journal) trim() error {
 	defer j.syncMu.Unlock()
 	cutoff := j.clk.Now().Add(-j.cfg.MaxAge)
 	j.mu.Lock()
+	// The scan below reads the file: every event up to last must be in it.
+	if err := j.flushLocked(j.last); err != nil {
+		j.mu.Unlock()
+		return fmt.Errorf("events: trim: %w", err)
+	}
 	last := j.last
 	j.mu.Unlock()
 	tmp := j.cfg.Path + ".tmp"
@@ -425,6 +545,9 @@ func (j *Journal) trim() error {
 		return fmt.Errorf("events: trim: %w", werr)
 	}
 	old := j.f
+	// Every event in buf is newer than last, so it is in tail.
+	j.buf = j.buf[:0]
+	j.flushed = j.last
 	j.f, j.size, j.dirty = f, kept+int64(tail.Len()), true
 	j.trimAt = 2 * j.size
 	j.mu.Unlock()

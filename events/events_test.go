@@ -86,6 +86,9 @@ func TestJournalTrimKeepsNewest(t *testing.T) {
 		t.Fatalf("trim = %v", err)
 	}
 	e, _ := j.Append(ApprovalDenied, nil)
+	if err := j.Sync(); err != nil { // Append buffers; Sync writes the file read below
+		t.Fatalf("Sync = %v", err)
+	}
 	var ids []int64
 	scan(path, func(e Event) bool { ids = append(ids, e.ID); return true })
 	if e.ID != 3 || len(ids) != 2 || ids[0] != 2 || ids[1] != 3 {

@@ -114,10 +114,38 @@ type idemEntry struct {
 	exp time.Time
 }
 
+// flushBytes is how many buffered journal bytes make a commit write them
+// at once rather than wait for the next Sync.
+const flushBytes = 64 << 10
+
 // Embedded is the single-process backend: state in memory, every mutation
-// appended to a journal with write(2) before it becomes visible (so kill -9
-// loses nothing acknowledged), fsynced by Sync, every SyncInterval and on
-// Close.
+// appended to a journal before it becomes visible, fsynced by Sync, every
+// SyncInterval and on Close.
+//
+// Durability invariant. The journal's content is the file f followed by
+// buf: every committed line, in commit order. A line is applied to memory
+// once it is in buf; buf is written to f in one write(2) by Sync (just
+// before its fsync, and so by the background sync every SyncInterval), by
+// a compaction (whose new journal holds every line), on Close, when it
+// reaches flushBytes, and by every write-through commit. Therefore:
+//
+//   - When Sync returns nil, every line committed before it was called is
+//     fsynced. The ledger calls Sync before each group commit, so nothing
+//     it acknowledges rests on a line a crash can lose.
+//   - A write-through commit (commitLocked) has reached the kernel, with
+//     every line committed before it, when it returns: a kill -9 loses
+//     none of them (a power loss may lose what was not yet fsynced).
+//   - A buffered commit (commitBufferedLocked) can be lost by a kill -9
+//     until the next flush (at most SyncInterval later). Only per-execute
+//     mutations whose caller Syncs, or commits write-through, before
+//     anything that depends on them runs are buffered: Authenticate,
+//     BeginIdempotent, SetIdempotentGrant and UseStanding (see each, and
+//     Authenticate for the one weaker case). Everything else, Grant
+//     included, writes through.
+//   - A failed write sets broken: the line being committed is refused and
+//     not applied, every later mutation is refused, and Sync, Ping and
+//     Close fail. Lines buffered before the failure stay applied in memory
+//     but are never reported durable.
 type Embedded struct {
 	cfg   EmbeddedConfig
 	clock clock.Clock
@@ -133,13 +161,14 @@ type Embedded struct {
 	// mu guards every field below. No fsync happens while it is held.
 	mu         sync.Mutex
 	f          *os.File // journal, opened O_APPEND
-	size       int64    // bytes in the journal
+	buf        []byte   // committed lines not yet written to f, oldest first
+	size       int64    // bytes in the journal, buf included
 	compactAt  int64    // compact when size exceeds this: max(CompactBytes, 2 × last snapshot)
-	dirty      bool     // written since the last fsync
+	dirty      bool     // committed since the last fsync
 	broken     error    // a journal write failed: refuse further mutations
 	closed     bool
 	compacting bool   // a compaction is copying a snapshot
-	tail       []byte // lines written while compacting, re-applied to the new journal
+	tail       []byte // lines committed while compacting, written to the new journal
 
 	sessions        map[string]*Session
 	byPrincipal     map[string]map[string]struct{} // principal → session ids
@@ -302,24 +331,42 @@ func (e *Embedded) apply(o *jop) {
 	}
 }
 
-// commitLocked writes ops as one journal line, then applies them. Nothing
-// becomes visible unless the write succeeded.
+// commitLocked appends ops to the journal as one line and writes it, with
+// every line buffered before it, to the file before applying them: when it
+// returns nil the mutation survives a kill -9. Nothing becomes visible
+// unless the write succeeded. Use it for every mutation a caller may
+// answer or act on without calling Sync first.
 func (e *Embedded) commitLocked(ops ...jop) error {
+	return e.appendLocked(true, ops)
+}
+
+// commitBufferedLocked appends ops to the journal as one line that waits in buf
+// for the next flush, and applies them. A kill -9 before that flush loses
+// the mutation, so use it only where the caller Syncs, or commits
+// write-through, before it answers or runs anything that relies on it.
+func (e *Embedded) commitBufferedLocked(ops ...jop) error {
+	return e.appendLocked(false, ops)
+}
+
+func (e *Embedded) appendLocked(writeThrough bool, ops []jop) error {
 	if e.closed {
 		return fmt.Errorf("%w: store closed", ErrUnavailable)
 	}
 	if e.broken != nil {
 		return fmt.Errorf("%w: journal: %v", ErrUnavailable, e.broken)
 	}
-	line, err := json.Marshal(ops)
+	start := len(e.buf)
+	buf, err := appendLine(e.buf, ops)
 	if err != nil {
+		e.buf = buf[:start]
 		return fmt.Errorf("store: encode journal line: %w", err)
 	}
-	line = append(line, '\n')
-	if _, err := e.f.Write(line); err != nil {
-		e.broken = err
-		e.log.Error().Err(err).Msg("store: journal write failed; refusing further mutations")
-		return fmt.Errorf("%w: journal write: %v", ErrUnavailable, err)
+	e.buf = buf
+	line := buf[start:] // stays valid until the next append to e.buf
+	if writeThrough || len(e.buf) >= flushBytes {
+		if err := e.flushLocked(); err != nil {
+			return fmt.Errorf("%w: journal write: %v", ErrUnavailable, err)
+		}
 	}
 	e.size += int64(len(line))
 	e.dirty = true
@@ -328,6 +375,29 @@ func (e *Embedded) commitLocked(ops ...jop) error {
 	}
 	for i := range ops {
 		e.apply(&ops[i])
+	}
+	return nil
+}
+
+// flushLocked writes buf to the journal file. A failed write breaks the
+// store (see Embedded); buf is dropped either way. e.mu must be held.
+func (e *Embedded) flushLocked() error {
+	if e.broken != nil {
+		return e.broken
+	}
+	if len(e.buf) == 0 {
+		return nil
+	}
+	_, err := e.f.Write(e.buf)
+	if cap(e.buf) > 4*flushBytes {
+		e.buf = nil // one huge line (a large approval) need not stay allocated
+	} else {
+		e.buf = e.buf[:0]
+	}
+	if err != nil {
+		e.broken = err
+		e.log.Error().Err(err).Msg("store: journal write failed; refusing further mutations")
+		return err
 	}
 	return nil
 }
@@ -451,7 +521,12 @@ func (e *Embedded) Authenticate(ctx context.Context, req AuthRequest) (*Session,
 	if e.replay.live(k, req.Now) {
 		return nil, ErrReplay
 	}
-	if err := e.commitLocked(jop{T: opReplay, K: k, E: req.ReplayExpiresAt}); err != nil {
+	// Buffered: the gate writes an intent or audit record (the ledger
+	// Syncs the store first) before an authenticated request runs or is
+	// decided. A request answered without one (a read, an early error)
+	// may, after a kill -9 within SyncInterval, be replayable once within
+	// its proof window; a power loss had the same window before.
+	if err := e.commitBufferedLocked(jop{T: opReplay, K: k, E: req.ReplayExpiresAt}); err != nil {
 		return nil, err
 	}
 	return cloneSession(s), nil
@@ -551,6 +626,10 @@ func (e *Embedded) Grant(ctx context.Context, req GrantRequest) (*Grant, error) 
 	n := cloneSession(s)
 	n.CallsUsed += req.Calls
 	n.CostUsedCents += req.CostCents
+	// Write-through, not buffered: the gate runs the action right after
+	// Grant returns and Syncs only with the receipt, after it ran. A
+	// buffered line lost to a kill -9 during the action would give the
+	// budget back for an action that ran.
 	err := e.commitLocked(
 		jop{T: opSession, S: n},
 		jop{T: opBucket, K: hk, N: h + req.Calls, E: req.Now.Add(hourBucketTTL)},
@@ -609,7 +688,11 @@ func (e *Embedded) BeginIdempotent(ctx context.Context, rec *IdemRecord, ttl tim
 	if n.CreatedAt.IsZero() {
 		n.CreatedAt = now
 	}
-	return nil, e.commitLocked(jop{T: opIdem, K: k, I: n, E: now.Add(ttl)})
+	// Buffered: the dispatch's intent (ledger Sync) comes before anything
+	// runs, and the record is then ended by FinishIdempotent or
+	// AbortIdempotent, which write through. Lost before either, nothing ran
+	// and a retry starts afresh.
+	return nil, e.commitBufferedLocked(jop{T: opIdem, K: k, I: n, E: now.Add(ttl)})
 }
 
 func (e *Embedded) idemLocked(principal, key string) (string, idemEntry, error) {
@@ -635,7 +718,10 @@ func (e *Embedded) SetIdempotentGrant(ctx context.Context, principal, key, grant
 	if err != nil {
 		return err
 	}
-	return e.commitLocked(jop{T: opIdem, K: k, I: n, E: cur.exp})
+	// Buffered: the gate calls Grant next, which writes through (and so
+	// writes this line first) before the action runs; when Grant refuses,
+	// the abort record's ledger commit Syncs it.
+	return e.commitBufferedLocked(jop{T: opIdem, K: k, I: n, E: cur.exp})
 }
 
 // FinishIdempotent implements Store.
@@ -870,7 +956,9 @@ func (e *Embedded) UseStanding(ctx context.Context, id string, now time.Time) (*
 	if err != nil {
 		return nil, err
 	}
-	if err := e.commitLocked(jop{T: opStanding, P: n}); err != nil {
+	// Buffered: the dispatch's intent (ledger Sync) comes before the
+	// action runs. Lost before that, nothing ran on this use.
+	if err := e.commitBufferedLocked(jop{T: opStanding, P: n}); err != nil {
 		return nil, err
 	}
 	return cloneStanding(n), nil
@@ -935,7 +1023,10 @@ func (e *Embedded) DeleteLearned(ctx context.Context, id string) error {
 	return e.commitLocked(jop{T: opLearnDel, K: id})
 }
 
-// Sync fsyncs the journal if anything was written since the last fsync.
+// Sync writes the buffered journal lines and fsyncs the journal if anything
+// was committed since the last fsync. When it returns nil, every mutation
+// that returned before the call is durable; a failed write or fsync is
+// reported here and by every later Sync.
 func (e *Embedded) Sync() error {
 	e.syncMu.Lock()
 	defer e.syncMu.Unlock()
@@ -944,6 +1035,7 @@ func (e *Embedded) Sync() error {
 
 func (e *Embedded) syncHoldingSyncMu() error {
 	e.mu.Lock()
+	_ = e.flushLocked() // a failure sets e.broken, reported below
 	f, dirty, broken := e.f, e.dirty, e.broken
 	e.dirty = false
 	e.mu.Unlock()
@@ -1067,9 +1159,14 @@ func (e *Embedded) sweepLocked(now time.Time) {
 
 // snapshotLocked encodes every record in memory as journal lines.
 func (e *Embedded) snapshotLocked() []byte {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	w := func(ops ...jop) { _ = enc.Encode(ops) } // encodes only our own types
+	var buf []byte
+	w := func(ops ...jop) {
+		n := len(buf)
+		var err error
+		if buf, err = appendLine(buf, ops); err != nil {
+			buf = buf[:n] // every record was encoded once when committed
+		}
+	}
 	w(jop{T: opGlobal, N: e.globalEpoch})
 	for p, n := range e.principalEpochs {
 		w(jop{T: opPrincipal, K: p, N: n})
@@ -1094,7 +1191,7 @@ func (e *Embedded) snapshotLocked() []byte {
 	for _, l := range e.learned {
 		w(jop{T: opLearned, L: l})
 	}
-	return buf.Bytes()
+	return buf
 }
 
 // writeSnapshot writes snap to a temp file, fsyncs it and returns it
@@ -1140,8 +1237,9 @@ func (e *Embedded) needsCompactLocked() bool {
 }
 
 // compact rewrites the journal as a snapshot while the store keeps
-// serving: lines written meanwhile are collected in tail and appended to
-// the new journal before it replaces the old one.
+// serving: lines committed meanwhile are collected in tail and written to
+// the new journal before it replaces the old one, so the lines still in
+// buf then need no write to the old file.
 func (e *Embedded) compact() error {
 	e.syncMu.Lock()
 	defer e.syncMu.Unlock()
@@ -1167,6 +1265,9 @@ func (e *Embedded) compact() error {
 		}
 		old = e.f
 		e.f = f
+		// Every line in buf was committed before the snapshot (it is in
+		// snap) or after it (it is in tail): the new journal holds it.
+		e.buf = e.buf[:0]
 		e.size = int64(len(snap) + len(e.tail))
 		// Live records alone may exceed CompactBytes (many sessions,
 		// markers): wait for the journal to double again rather than

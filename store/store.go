@@ -329,8 +329,8 @@ type Store interface {
 	// LearnedFor returns the unexpired entries of (principal, action).
 	LearnedFor(ctx context.Context, principal, actionID string, now time.Time) ([]*LearnedDomain, error)
 
-	// Sync makes every acknowledged mutation durable (embedded: fsync of
-	// its journal; Redis: no-op). The ledger calls it before each group
+	// Sync makes every acknowledged mutation durable (embedded: write of
+	// its buffered journal lines, then fsync; Redis: no-op). The ledger calls it before each group
 	// commit so that evidence is never more durable than the state it
 	// depends on.
 	Sync() error
