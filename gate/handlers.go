@@ -341,9 +341,24 @@ func (g *Gate) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return errStoreUnavailable(err)
 	}
+	if err := g.durable(); err != nil {
+		return err
+	}
 	g.log.Warn().Str(fSessionID, clean(req.SessionID)).Str(fPrincipal, clean(req.Principal)).Bool("all", req.All).
 		Int("revoked", count).Str("by", g.operatorName(peerFrom(r.Context()))).Msg("leases revoked")
 	writeJSON(w, http.StatusOK, map[string]int{"revoked": count})
+	return nil
+}
+
+// durable makes the store's state durable before an operator is told that
+// a permission is gone (a revoked lease, standing approval or learned
+// domain): the embedded store fsyncs only every SyncInterval, and a power
+// loss must not bring a revoked permission back. The change itself is
+// already in effect; a failed sync is 503 so the operator retries.
+func (g *Gate) durable() error {
+	if err := g.st.Sync(); err != nil {
+		return errStoreUnavailable(err)
+	}
 	return nil
 }
 

@@ -140,6 +140,9 @@ func (g *Gate) handleStandingDelete(w http.ResponseWriter, r *http.Request) erro
 	case err != nil:
 		return errStoreUnavailable(err)
 	}
+	if err := g.durable(); err != nil {
+		return err
+	}
 	g.log.Info().Str(fApprovalID, id).Str("by", g.operatorName(peerFrom(r.Context()))).Msg("standing approval revoked")
 	writeJSON(w, http.StatusOK, map[string]any{"revoked": true, "id": id})
 	return nil
@@ -187,6 +190,9 @@ func (g *Gate) handleLearnedDelete(w http.ResponseWriter, r *http.Request) error
 		return notFound
 	case err != nil:
 		return errStoreUnavailable(err)
+	}
+	if err := g.durable(); err != nil {
+		return err
 	}
 	g.log.Info().Str("learned_id", id).Str("by", g.operatorName(peerFrom(r.Context()))).Msg("learned domain removed")
 	writeJSON(w, http.StatusOK, map[string]any{"removed": true, "id": id})

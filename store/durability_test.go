@@ -115,6 +115,11 @@ func TestEmbeddedWriteThroughSurvivesKill(t *testing.T) {
 		mutate func(fx *durFixture) error
 		check  func(t *testing.T, fx *durFixture, e2 *Embedded)
 	}{
+		{"authenticate", func(fx *durFixture) error {
+			return auth(fx.e, fx.clk, fx.s, fx.s.JKT, "jti-kill")
+		}, func(t *testing.T, fx *durFixture, e2 *Embedded) {
+			wantErr(t, "Authenticate(same jti after kill)", auth(e2, fx.clk, fx.s, fx.s.JKT, "jti-kill"), ErrReplay)
+		}},
 		{"create_session", func(fx *durFixture) error {
 			s, err := newSession(t, fx.e, fx.clk, "bob", PrincipalLimits{})
 			if s != nil {
@@ -381,7 +386,9 @@ func TestEmbeddedWriteFailureIsReported(t *testing.T) {
 		fail func(t *testing.T, fx *durFixture) // ends with the failed write
 	}{
 		{"buffered_then_sync", func(t *testing.T, fx *durFixture) {
-			wantErr(t, "Authenticate(buffered)", auth(fx.e, fx.clk, fx.s, fx.s.JKT, "j1"), nil)
+			if _, err := fx.e.BeginIdempotent(ctx, &IdemRecord{Principal: "alice", Key: "buffered", ActionID: "echo"}, time.Hour); err != nil {
+				t.Fatalf("BeginIdempotent(buffered) = %v, want nil", err)
+			}
 			wantErr(t, "Sync", fx.e.Sync(), ErrUnavailable)
 		}},
 		{"write_through", func(t *testing.T, fx *durFixture) {
@@ -393,9 +400,9 @@ func TestEmbeddedWriteFailureIsReported(t *testing.T) {
 		}},
 		{"threshold", func(t *testing.T, fx *durFixture) {
 			for i := 0; ; i++ {
-				err := auth(fx.e, fx.clk, fx.s, fx.s.JKT, uuid.NewString())
+				_, err := fx.e.BeginIdempotent(ctx, &IdemRecord{Principal: "alice", Key: uuid.NewString(), ActionID: "echo"}, time.Hour)
 				if err != nil {
-					wantErr(t, "Authenticate(at threshold)", err, ErrUnavailable)
+					wantErr(t, "BeginIdempotent(at threshold)", err, ErrUnavailable)
 					break
 				}
 				if i > 2*flushBytes/64 {

@@ -138,10 +138,9 @@ const flushBytes = 64 << 10
 //   - A buffered commit (commitBufferedLocked) can be lost by a kill -9
 //     until the next flush (at most SyncInterval later). Only per-execute
 //     mutations whose caller Syncs, or commits write-through, before
-//     anything that depends on them runs are buffered: Authenticate,
-//     BeginIdempotent, SetIdempotentGrant and UseStanding (see each, and
-//     Authenticate for the one weaker case). Everything else, Grant
-//     included, writes through.
+//     anything that depends on them runs are buffered: BeginIdempotent,
+//     SetIdempotentGrant and UseStanding (see each). Everything else,
+//     Authenticate (replay entries) and Grant included, writes through.
 //   - A failed write sets broken: the line being committed is refused and
 //     not applied, every later mutation is refused, and Sync, Ping and
 //     Close fail. Lines buffered before the failure stay applied in memory
@@ -521,12 +520,11 @@ func (e *Embedded) Authenticate(ctx context.Context, req AuthRequest) (*Session,
 	if e.replay.live(k, req.Now) {
 		return nil, ErrReplay
 	}
-	// Buffered: the gate writes an intent or audit record (the ledger
-	// Syncs the store first) before an authenticated request runs or is
-	// decided. A request answered without one (a read, an early error)
-	// may, after a kill -9 within SyncInterval, be replayable once within
-	// its proof window; a power loss had the same window before.
-	if err := e.commitBufferedLocked(jop{T: opReplay, K: k, E: req.ReplayExpiresAt}); err != nil {
+	// Written through: a request answered without a ledger commit (a
+	// read, an early refusal) must not become replayable after a kill -9
+	// (a power loss within SyncInterval still can, as for every unsynced
+	// mutation). One write(2) per request buys that.
+	if err := e.commitLocked(jop{T: opReplay, K: k, E: req.ReplayExpiresAt}); err != nil {
 		return nil, err
 	}
 	return cloneSession(s), nil

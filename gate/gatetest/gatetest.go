@@ -75,6 +75,9 @@ type Options struct {
 	Secrets map[string]string
 	// LedgerFS replaces the ledger's file system (fault injection).
 	LedgerFS receipts.FS
+	// WrapStore, when set, wraps the store the gate (and the ledger, as
+	// its Syncer) uses: tests observe or fail store calls with it.
+	WrapStore func(store.Store) store.Store
 }
 
 // Option changes Options.
@@ -119,6 +122,11 @@ func WithEgress(cidrs []netip.Prefix, roots *x509.CertPool, r egress.Resolver) O
 
 // WithSecrets sets the secret values.
 func WithSecrets(m map[string]string) Option { return func(o *Options) { o.Secrets = m } }
+
+// WithStoreWrapper wraps the store (see Options.WrapStore).
+func WithStoreWrapper(w func(store.Store) store.Store) Option {
+	return func(o *Options) { o.WrapStore = w }
+}
 
 // Server is a running test gate.
 type Server struct {
@@ -192,6 +200,9 @@ func NewServer(tb testing.TB, opts ...Option) *Server {
 		if err != nil {
 			tb.Fatalf("gatetest: store: %v", err)
 		}
+	}
+	if o.WrapStore != nil {
+		st = o.WrapStore(st)
 	}
 	led, err := receipts.Open(receipts.Config{Dir: filepath.Join(o.StateDir, "ledger"), GateID: o.Config.GateID},
 		receipts.Deps{Clock: o.Clock, Logger: log, Syncer: st, FS: o.LedgerFS})

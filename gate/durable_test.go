@@ -1,0 +1,143 @@
+package gate_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/latchgate/latchgate/gate/gatetest"
+	"github.com/latchgate/latchgate/store"
+)
+
+// syncLog is a store that records the order of revocations and syncs, and
+// can fail Sync.
+type syncLog struct {
+	store.Store
+	mu     sync.Mutex
+	calls  []string
+	failed bool
+}
+
+func (s *syncLog) log(c string) {
+	s.mu.Lock()
+	s.calls = append(s.calls, c)
+	s.mu.Unlock()
+}
+
+func (s *syncLog) Sync() error {
+	s.mu.Lock()
+	fail := s.failed
+	s.mu.Unlock()
+	s.log("sync")
+	if fail {
+		return errors.New("injected sync failure")
+	}
+	return s.Store.Sync()
+}
+
+func (s *syncLog) Revoke(ctx context.Context, req store.RevokeRequest, now time.Time) (int, error) {
+	n, err := s.Store.Revoke(ctx, req, now)
+	s.log("revoke")
+	return n, err
+}
+
+func (s *syncLog) DeleteStanding(ctx context.Context, id string) error {
+	err := s.Store.DeleteStanding(ctx, id)
+	s.log("delete")
+	return err
+}
+
+func (s *syncLog) DeleteLearned(ctx context.Context, id string) error {
+	err := s.Store.DeleteLearned(ctx, id)
+	s.log("delete")
+	return err
+}
+
+// syncedAfter reports whether a sync was logged after the last op.
+func (s *syncLog) syncedAfter(op string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	last := -1
+	for i, c := range s.calls {
+		if c == op {
+			last = i
+		}
+	}
+	for _, c := range s.calls[last+1:] {
+		if c == "sync" {
+			return last >= 0
+		}
+	}
+	return false
+}
+
+// TestRevocationsDurableBeforeAnswer: an operator is told a permission is
+// gone only after the store synced it (a power loss must not bring a
+// revoked lease, standing approval or learned domain back), and a failed
+// sync is 503, not 200.
+func TestRevocationsDurableBeforeAnswer(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		op   string
+		call func(t *testing.T, s *gatetest.Server, a *gatetest.Agent) *gatetest.Response
+	}{
+		{"revoke session", "revoke", func(t *testing.T, s *gatetest.Server, a *gatetest.Agent) *gatetest.Response {
+			return admin(t, s, "POST", "/v1/leases/revoke", `{"session_id":"`+a.Sess+`"}`)
+		}},
+		{"revoke all", "revoke", func(t *testing.T, s *gatetest.Server, _ *gatetest.Agent) *gatetest.Response {
+			return admin(t, s, "POST", "/v1/leases/revoke", `{"all":true}`)
+		}},
+		{"delete standing approval", "delete", func(t *testing.T, s *gatetest.Server, _ *gatetest.Agent) *gatetest.Response {
+			sa := &store.Standing{ID: uuid.NewString(), Principal: "agent:tester", ActionID: "echo", CreatedBy: "uid:0", CreatedAt: time.Now(), Uses: 3}
+			if err := s.Store.CreateStanding(ctx, sa); err != nil {
+				t.Fatal(err)
+			}
+			return admin(t, s, "DELETE", "/v1/standing-approvals/"+sa.ID, "")
+		}},
+		{"delete learned domain", "delete", func(t *testing.T, s *gatetest.Server, _ *gatetest.Agent) *gatetest.Response {
+			d := &store.LearnedDomain{ID: uuid.NewString(), Principal: "agent:tester", ActionID: "fetch", Host: "api.example.com:443",
+				CreatedBy: "uid:0", CreatedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+			if _, err := s.Store.PutLearned(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+			return admin(t, s, "DELETE", "/v1/learned-domains/"+d.ID, "")
+		}},
+	}
+	for _, tt := range tests {
+		for _, fail := range []bool{false, true} {
+			name := tt.name
+			if fail {
+				name += "/sync fails"
+			}
+			t.Run(name, func(t *testing.T) {
+				var sl *syncLog
+				s := gatetest.NewServer(t, gatetest.WithStoreWrapper(func(st store.Store) store.Store {
+					sl = &syncLog{Store: st}
+					return sl
+				}))
+				a := newAgent(t, s, nil)
+				sl.mu.Lock()
+				sl.failed = fail
+				sl.mu.Unlock()
+				r := tt.call(t, s, a)
+				if fail {
+					if r.Status != 503 || r.JSON()["error"] != "store_unavailable" {
+						t.Fatalf("answer with a failing sync = %d %s, want 503 store_unavailable", r.Status, r.Body)
+					}
+					return
+				}
+				if r.Status != 200 {
+					t.Fatalf("answer = %d %s, want 200", r.Status, r.Body)
+				}
+				if !sl.syncedAfter(tt.op) {
+					t.Errorf("store calls %v: no sync after the %s before the answer", sl.calls, tt.op)
+				}
+			})
+		}
+	}
+}
