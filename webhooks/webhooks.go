@@ -9,7 +9,10 @@
 // an event. The outbox (outbox.json: a cursor into the event journal plus
 // every delivery) is rewritten to a temp file and renamed into place, mode
 // 0600, after every change; on start the journal is re-read from the
-// cursor, so an event recorded just before a crash is still delivered.
+// cursor, so an event that reached the journal file before a crash is still
+// delivered. The journal writes events to its file before any reader (this
+// loop included) sees them, and at least every sync interval; a crash can
+// lose only events appended since then that nobody had read.
 //
 // webhooks never dials an address the egress package has not checked:
 // every request goes through an egress.Dialer restricted to the endpoint's
