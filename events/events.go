@@ -134,6 +134,8 @@ type Journal struct {
 	flushed int64   // id of the newest event written to f; Since returns none newer
 	recent  []Event // the newest Recent to 2·Recent events, oldest first
 	wake    chan struct{}
+
+	afterScan func() // test hook: runs between trim's scan and its swap
 }
 
 // Open opens (or creates) the journal and starts its sync loop.
@@ -486,7 +488,7 @@ func (j *Journal) trim() error {
 		j.mu.Unlock()
 		return fmt.Errorf("events: trim: %w", err)
 	}
-	last := j.last
+	last, scanned := j.last, j.size
 	j.mu.Unlock()
 	tmp := j.cfg.Path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
@@ -525,16 +527,18 @@ func (j *Journal) trim() error {
 		os.Remove(tmp)
 		return fmt.Errorf("events: trim: %w", err)
 	}
-	j.mu.Lock()
-	// Events appended since the scan go to the new file too.
-	var tail bytes.Buffer
-	for _, e := range j.recent {
-		if e.ID > last {
-			b, _ := json.Marshal(e)
-			tail.Write(append(b, '\n'))
-		}
+	if j.afterScan != nil {
+		j.afterScan()
 	}
-	_, werr = f.Write(tail.Bytes())
+	j.mu.Lock()
+	// Events appended since the scan go to the new file too, copied byte
+	// for byte from the old file (the memory window may no longer hold
+	// them all: more than Recent can arrive during a long scan).
+	var tailN int64
+	werr = j.flushLocked(j.last)
+	if werr == nil {
+		tailN, werr = copyRange(f, j.cfg.Path, scanned, j.size)
+	}
 	if werr == nil {
 		werr = os.Rename(tmp, j.cfg.Path)
 	}
@@ -545,14 +549,26 @@ func (j *Journal) trim() error {
 		return fmt.Errorf("events: trim: %w", werr)
 	}
 	old := j.f
-	// Every event in buf is newer than last, so it is in tail.
-	j.buf = j.buf[:0]
 	j.flushed = j.last
-	j.f, j.size, j.dirty = f, kept+int64(tail.Len()), true
+	j.f, j.size, j.dirty = f, kept+tailN, true
 	j.trimAt = 2 * j.size
 	j.mu.Unlock()
 	old.Close()
 	return nil
+}
+
+// copyRange appends bytes [from, to) of the file at path to dst.
+func copyRange(dst *os.File, path string, from, to int64) (int64, error) {
+	src, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer src.Close()
+	n, err := io.Copy(dst, io.NewSectionReader(src, from, to-from))
+	if err == nil && n != to-from {
+		err = fmt.Errorf("copied %d of %d bytes", n, to-from)
+	}
+	return n, err
 }
 
 // Close stops the sync loop and fsyncs and closes the file. Idempotent.

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -60,5 +61,55 @@ func TestJournalTrimBackoff(t *testing.T) {
 		if _, err := j.Append(ApprovalRequested, map[string]string{"approval_id": "a"}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestJournalTrimKeepsEventsAppendedDuringScan: events appended while a
+// trim scans the file (more than the memory window holds) all reach the
+// new file; before, the tail was rebuilt from the window and lost the rest.
+func TestJournalTrimKeepsEventsAppendedDuringScan(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.log")
+	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	j, err := Open(Config{Path: path, Recent: 4, MaxAge: time.Hour}, clk, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	j.Append(ApprovalRequested, nil) // older than MaxAge at the trim: dropped
+	clk.Advance(2 * time.Hour)
+	for range 3 {
+		j.Append(ApprovalApproved, nil)
+	}
+	const during = 50
+	j.afterScan = func() {
+		for range during {
+			if _, err := j.Append(ReceiptCreated, map[string]int{"n": 1}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	if err := j.trim(); err != nil {
+		t.Fatalf("trim = %v", err)
+	}
+	j.afterScan = nil
+	last, _ := j.Append(ApprovalDenied, nil)
+	if err := j.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	scan(path, func(e Event) bool { ids = append(ids, e.ID); return true })
+	if len(ids) != int(last.ID-1) || ids[0] != 2 {
+		t.Fatalf("file ids after trim = %v (%d), want 2…%d with none missing", ids, len(ids), last.ID)
+	}
+	for i, id := range ids {
+		if id != int64(i+2) {
+			t.Fatalf("file ids after trim = %v: gap at %d", ids, i)
+		}
+	}
+	j.mu.Lock()
+	size := j.size
+	j.mu.Unlock()
+	if st, err := os.Stat(path); err != nil || st.Size() != size {
+		t.Errorf("file size %v (%v), journal size %d: want equal", st.Size(), err, size)
 	}
 }
