@@ -8,6 +8,25 @@ import "strings"
 // port (":80" for http, ":443" for https), found at the last ":" so IPv6
 // literals work. A value without "://" only loses its fragment and query.
 func NormalizeHTU(u string) string {
+	n := normalizeHTU(u)
+	if !n.hier {
+		return n.path
+	}
+	return n.scheme + "://" + n.auth + n.path
+}
+
+// normalHTU is a normalised htu in parts: NormalizeHTU joins them as
+// scheme + "://" + auth + path when hier is set, and is path otherwise.
+// Two htu values normalise to the same string exactly when their normalHTU
+// values are equal (scheme holds no "://", auth no "/", and path starts with
+// "/" when hier is set; it holds no "://" otherwise).
+type normalHTU struct {
+	scheme, auth, path string
+	hier               bool
+}
+
+// normalizeHTU is NormalizeHTU without joining the parts.
+func normalizeHTU(u string) normalHTU {
 	if i := strings.IndexByte(u, '#'); i >= 0 {
 		u = u[:i]
 	}
@@ -16,7 +35,7 @@ func NormalizeHTU(u string) string {
 	}
 	sep := strings.Index(u, "://")
 	if sep < 0 {
-		return u
+		return normalHTU{path: u}
 	}
 	scheme := strings.ToLower(u[:sep])
 	rest := u[sep+3:]
@@ -31,5 +50,9 @@ func NormalizeHTU(u string) string {
 			auth = auth[:i]
 		}
 	}
-	return scheme + "://" + auth + path
+	return normalHTU{scheme: scheme, auth: auth, path: path, hier: true}
 }
+
+// sameHTU reports whether NormalizeHTU(a) == NormalizeHTU(b), without
+// building either string.
+func sameHTU(a, b string) bool { return normalizeHTU(a) == normalizeHTU(b) }

@@ -55,12 +55,6 @@ func BodyHash(body []byte) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
-// tokenHash returns base64url-no-pad(SHA-256(s)), the DPoP "ath" value.
-func tokenHash(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return base64.RawURLEncoding.EncodeToString(sum[:])
-}
-
 // ParseAgentJWK parses the dpop_jwk of POST /v1/leases. It must be a JSON
 // object without duplicate members whose kty is "EC", crv "P-256", x and y 43
 // base64url characters each naming a point on the curve, and which carries no
@@ -135,7 +129,12 @@ func decodeB64Into(dst []byte, s string) error {
 	if enc.DecodedLen(len(s)) != len(dst) {
 		return errors.New("wrong length")
 	}
-	n, err := enc.Decode(dst, []byte(s))
+	var buf [88]byte // base64 of 64 bytes, the longest decoded here
+	src := buf[:copy(buf[:], s)]
+	if len(s) > len(buf) {
+		src = []byte(s)
+	}
+	n, err := enc.Decode(dst, src)
 	if err != nil {
 		return errors.New("not base64url")
 	}

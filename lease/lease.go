@@ -13,7 +13,6 @@ package lease
 
 import (
 	"container/list"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -143,19 +142,37 @@ type Claims struct {
 	ExpiresAt time.Time
 }
 
-// clone returns a deep copy of c.
+// claimsCopy is a Claims copy with room for what it points to, so that
+// clone usually makes one allocation.
+type claimsCopy struct {
+	c            Claims
+	maxCalls     int64
+	maxCostCents int64
+	scopes       [4]string
+}
+
+// clone returns a deep copy of c. Scopes is nil when c has none.
 func (c *Claims) clone() *Claims {
-	out := *c
-	out.Scopes = append([]string(nil), c.Scopes...)
+	cp := &claimsCopy{c: *c}
+	out := &cp.c
+	switch n := len(c.Scopes); {
+	case n == 0:
+		out.Scopes = nil
+	case n <= len(cp.scopes):
+		out.Scopes = cp.scopes[:n:n]
+		copy(out.Scopes, c.Scopes)
+	default:
+		out.Scopes = append([]string(nil), c.Scopes...)
+	}
 	if c.Budgets.MaxCalls != nil {
-		v := *c.Budgets.MaxCalls
-		out.Budgets.MaxCalls = &v
+		cp.maxCalls = *c.Budgets.MaxCalls
+		out.Budgets.MaxCalls = &cp.maxCalls
 	}
 	if c.Budgets.MaxCostCents != nil {
-		v := *c.Budgets.MaxCostCents
-		out.Budgets.MaxCostCents = &v
+		cp.maxCostCents = *c.Budgets.MaxCostCents
+		out.Budgets.MaxCostCents = &cp.maxCostCents
 	}
-	return &out
+	return out
 }
 
 // wireClaims is the lease JWT payload (PROTOCOL §2.2).
@@ -178,10 +195,11 @@ type wireClaims struct {
 
 // Authority issues and verifies leases and verifies DPoP proofs.
 type Authority struct {
-	cfg  Config
-	keys *Keys
-	clk  clock.Clock
-	log  zerolog.Logger
+	cfg     Config
+	keys    *Keys
+	clk     clock.Clock
+	log     zerolog.Logger
+	headers *headerCache // proof headers that passed; own lock, never held with mu
 
 	mu         sync.Mutex                 // guards the fields below
 	cache      map[[32]byte]*list.Element // token hash → element of order
@@ -208,12 +226,13 @@ func New(cfg Config, keys *Keys, deps Deps) (*Authority, error) {
 		return nil, errors.New("lease: New needs a clock")
 	}
 	return &Authority{
-		cfg:   cfg,
-		keys:  keys,
-		clk:   deps.Clock,
-		log:   deps.Logger.With().Str("component", "lease").Logger(),
-		cache: make(map[[32]byte]*list.Element),
-		order: list.New(),
+		cfg:     cfg,
+		keys:    keys,
+		clk:     deps.Clock,
+		log:     deps.Logger.With().Str("component", "lease").Logger(),
+		cache:   make(map[[32]byte]*list.Element),
+		order:   list.New(),
+		headers: newHeaderCache(proofHeaderCacheSize),
 	}, nil
 }
 
@@ -322,12 +341,12 @@ func (a *Authority) VerifyLease(token string) (*Claims, error) {
 		return nil, fmt.Errorf("%w: empty or larger than %d bytes", ErrLeaseInvalid, maxLeaseLen)
 	}
 	now := a.clk.Now()
-	key := sha256.Sum256([]byte(token))
-	if c, ok := a.cached(key); ok {
+	key := sumString(token)
+	if c := a.cached(key); c != nil {
 		if !now.Before(c.ExpiresAt.Add(a.cfg.ProofFutureSkew)) {
 			return nil, fmt.Errorf("%w: exp passed", ErrLeaseExpired)
 		}
-		return c, nil
+		return c.clone(), nil
 	}
 	c, err := a.verifyLease(token, now)
 	if err != nil {
@@ -417,15 +436,16 @@ func (a *Authority) signingKey(kid string, now time.Time) *signingKey {
 	return a.keys.set.Load().byKID[kid]
 }
 
-// cached returns a copy of the cached claims for key.
-func (a *Authority) cached(key [32]byte) (*Claims, bool) {
+// cached returns the cached claims for key, or nil. They are shared: the
+// caller must clone them before handing them out.
+func (a *Authority) cached(key [32]byte) *Claims {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	el, ok := a.cache[key]
 	if !ok {
-		return nil, false
+		return nil
 	}
-	return el.Value.(*cacheEntry).claims.clone(), true
+	return el.Value.(*cacheEntry).claims
 }
 
 // store caches c under key, evicting expired entries and then the oldest

@@ -1,13 +1,12 @@
 package lease
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"math/big"
 	"strconv"
 	"strings"
 	"time"
@@ -96,15 +95,58 @@ type Proof struct {
 // ES256; no kid/jku/x5c/x5u/x5t/crit; jwk a public P-256 key), the jwk's
 // thumbprint equals r.JKT, the raw r||s signature, then the claims jti, htm,
 // htu, iat, ath, bh. A refusal is a *ProofError naming the failed check.
+//
+// A header segment that passed every header rule and whose key then verified
+// the signature is cached (byte for byte, bounded, see headerCache) with the
+// key it names, so the same header is not decoded again; the thumbprint
+// comparison, the signature and the claims are checked on every proof.
 func (a *Authority) VerifyProof(r ProofRequest) (*Proof, error) {
 	if len(r.Proof) > MaxProofLen {
 		return nil, proofErr(ReasonTooLarge, nil)
 	}
-	parts := strings.Split(r.Proof, ".")
-	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+	hdr, payload, sig, ok := splitCompact(r.Proof)
+	if !ok {
 		return nil, proofErr(ReasonMalformed, errors.New("want three non-empty parts"))
 	}
-	hdr, err := decodeSegment(parts[0])
+	key := a.headers.get(hdr)
+	cached := key != nil
+	if !cached {
+		var err error
+		if key, err = proofKeyOf(hdr); err != nil {
+			return nil, err
+		}
+	}
+	if !constantTimeEqual(key.jkt, r.JKT) {
+		return nil, proofErr(ReasonJKTMismatch, nil)
+	}
+	if err := verifyES256(key.pub, r.Proof[:len(hdr)+1+len(payload)], sig); err != nil {
+		return nil, err
+	}
+	if !cached {
+		a.headers.add(hdr, key)
+	}
+	claims, err := decodeClaims(payload)
+	if err != nil {
+		return nil, segmentErr(err)
+	}
+	return a.checkProofClaims(&claims, r)
+}
+
+// splitCompact splits a compact JWS into its three parts; ok is false unless
+// there are exactly three, none of them empty.
+func splitCompact(s string) (hdr, payload, sig string, ok bool) {
+	hdr, rest, ok1 := strings.Cut(s, ".")
+	payload, sig, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || strings.IndexByte(sig, '.') >= 0 || hdr == "" || payload == "" || sig == "" {
+		return "", "", "", false
+	}
+	return hdr, payload, sig, true
+}
+
+// proofKeyOf decodes a proof's header segment, applies the header rules and
+// returns the key it names.
+func proofKeyOf(seg string) (*proofKey, error) {
+	hdr, err := decodeSegment(seg)
 	if err != nil {
 		return nil, segmentErr(err)
 	}
@@ -112,17 +154,7 @@ func (a *Authority) VerifyProof(r ProofRequest) (*Proof, error) {
 	if err != nil {
 		return nil, err
 	}
-	if subtle.ConstantTimeCompare([]byte(Thumbprint(jwk)), []byte(r.JKT)) != 1 {
-		return nil, proofErr(ReasonJKTMismatch, nil)
-	}
-	if err := verifyES256(pub, parts[0], parts[1], parts[2]); err != nil {
-		return nil, err
-	}
-	payload, err := decodeSegment(parts[1])
-	if err != nil {
-		return nil, segmentErr(err)
-	}
-	return a.checkProofClaims(payload, r)
+	return &proofKey{pub: pub, jwk: jwk, jkt: Thumbprint(jwk)}, nil
 }
 
 // decodeSegment decodes a base64url-no-pad JWS segment and its JSON object.
@@ -137,9 +169,29 @@ func decodeSegment(seg string) (map[string]any, error) {
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return nil, errors.New("not a JSON object")
+		return nil, errNotObject
 	}
 	return obj, nil
+}
+
+// proofClaims are the payload members checkProofClaims reads.
+type proofClaims struct {
+	jti, htm, htu, iat, ath, bh strictMember
+}
+
+// decodeClaims decodes a proof's payload segment as strictly as
+// decodeSegment, keeping only the members checkProofClaims reads.
+func decodeClaims(seg string) (proofClaims, error) {
+	var c proofClaims
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(seg)
+	if err != nil {
+		return c, errors.New("not base64url")
+	}
+	picks := [...]strictPick{
+		{"jti", &c.jti}, {"htm", &c.htm}, {"htu", &c.htu}, {"iat", &c.iat}, {"ath", &c.ath}, {"bh", &c.bh},
+	}
+	err = decodeStrictMembers(raw, picks[:])
+	return c, err
 }
 
 // segmentErr maps a decodeSegment error to its proof error.
@@ -174,49 +226,70 @@ func checkProofHeader(h map[string]any) (*ecdsa.PublicKey, ECJWK, error) {
 	return pub, jwk, nil
 }
 
-// verifyES256 checks a raw 64-byte r||s ES256 signature over "header.payload".
-func verifyES256(pub *ecdsa.PublicKey, hdr, payload, sig string) error {
+// verifyES256 checks a raw 64-byte r||s ES256 signature over signingInput
+// ("header.payload"). Like ecdsa.Verify it refuses r or s outside [1, n-1]
+// and accepts either s of a pair (low S is not required).
+func verifyES256(pub *ecdsa.PublicKey, signingInput, sig string) error {
 	var raw [64]byte
 	if err := decodeB64Into(raw[:], sig); err != nil {
 		return proofErr(ReasonBadSignature, err)
 	}
-	h := sha256.New()
-	h.Write([]byte(hdr))
-	h.Write([]byte{'.'})
-	h.Write([]byte(payload))
-	rr := new(big.Int).SetBytes(raw[:32])
-	ss := new(big.Int).SetBytes(raw[32:])
-	if !ecdsa.Verify(pub, h.Sum(nil), rr, ss) {
+	der, ok := signatureDER(&raw)
+	if !ok {
+		return proofErr(ReasonBadSignature, nil)
+	}
+	sum := sumString(signingInput)
+	if !ecdsa.VerifyASN1(pub, sum[:], der) {
 		return proofErr(ReasonBadSignature, nil)
 	}
 	return nil
 }
 
+// signatureDER returns raw r||s as the DER ECDSA-Sig-Value that ecdsa.Verify
+// builds from r and s before checking it, or false when r or s is zero
+// (ecdsa.Verify refuses those before encoding).
+func signatureDER(raw *[64]byte) ([]byte, bool) {
+	r := bytes.TrimLeft(raw[:32], "\x00")
+	s := bytes.TrimLeft(raw[32:], "\x00")
+	if len(r) == 0 || len(s) == 0 {
+		return nil, false
+	}
+	der := make([]byte, 2, 2+2*(2+33))
+	der[0] = 0x30 // SEQUENCE
+	for _, n := range [2][]byte{r, s} {
+		if n[0]&0x80 != 0 {
+			der = append(der, 0x02, byte(len(n)+1), 0) // INTEGER, kept positive
+		} else {
+			der = append(der, 0x02, byte(len(n)))
+		}
+		der = append(der, n...)
+	}
+	der[1] = byte(len(der) - 2)
+	return der, true
+}
+
 // checkProofClaims applies the claim rules in the table's order.
-func (a *Authority) checkProofClaims(c map[string]any, r ProofRequest) (*Proof, error) {
-	jtiV, ok := c["jti"]
-	if !ok {
+func (a *Authority) checkProofClaims(c *proofClaims, r ProofRequest) (*Proof, error) {
+	if c.jti.kind == 0 {
 		return nil, proofErr(ReasonMissingJTI, nil)
 	}
-	jti, ok := jtiV.(string)
-	if !ok || !validJTI(jti) {
+	jti := c.jti.text
+	if c.jti.kind != '"' || !validJTI(jti) {
 		return nil, proofErr(ReasonBadJTI, nil)
 	}
-	if htm, ok := c["htm"].(string); !ok || htm != r.Method || htm != strings.ToUpper(htm) {
+	if htm := c.htm.text; c.htm.kind != '"' || htm != r.Method || htm != strings.ToUpper(htm) {
 		return nil, proofErr(ReasonBadHTM, nil)
 	}
-	if htu, ok := c["htu"].(string); !ok || NormalizeHTU(htu) != NormalizeHTU(r.HTU) {
+	if c.htu.kind != '"' || !sameHTU(c.htu.text, r.HTU) {
 		return nil, proofErr(ReasonBadHTU, nil)
 	}
-	iatV, ok := c["iat"]
-	if !ok {
+	if c.iat.kind == 0 {
 		return nil, proofErr(ReasonMissingIAT, nil)
 	}
-	iatN, ok := iatV.(json.Number)
-	if !ok {
+	if c.iat.kind != '0' {
 		return nil, proofErr(ReasonBadIAT, errors.New("not a number"))
 	}
-	secs, err := strconv.ParseInt(string(iatN), 10, 64)
+	secs, err := strconv.ParseInt(c.iat.text, 10, 64)
 	if err != nil || secs < 0 {
 		return nil, proofErr(ReasonBadIAT, errors.New("not a non-negative integer"))
 	}
@@ -228,28 +301,64 @@ func (a *Authority) checkProofClaims(c map[string]any, r ProofRequest) (*Proof, 
 	if iat.After(now.Add(a.cfg.ProofFutureSkew)) {
 		return nil, proofErr(ReasonIATInFuture, nil)
 	}
-	athV, ok := c["ath"]
-	if !ok {
+	if c.ath.kind == 0 {
 		return nil, proofErr(ReasonMissingATH, nil)
 	}
-	if ath, ok := athV.(string); !ok || subtle.ConstantTimeCompare([]byte(ath), []byte(tokenHash(r.LeaseToken))) != 1 {
+	if c.ath.kind != '"' || !hashMatches(c.ath.text, sumString(r.LeaseToken)) {
 		return nil, proofErr(ReasonBadATH, nil)
 	}
-	bhV, ok := c["bh"]
 	switch {
-	case ok:
-		if bh, ok := bhV.(string); !ok || subtle.ConstantTimeCompare([]byte(bh), []byte(BodyHash(r.Body))) != 1 {
+	case c.bh.kind != 0:
+		if c.bh.kind != '"' || !hashMatches(c.bh.text, sha256.Sum256(r.Body)) {
 			return nil, proofErr(ReasonBadBH, nil)
 		}
 	case a.cfg.RequireBodyHash:
 		return nil, proofErr(ReasonMissingBH, nil)
 	}
 	return &Proof{
-		JTI:             jti,
+		JTI:             strings.Clone(jti), // jti is part of the whole decoded payload
 		IssuedAt:        iat,
 		JKT:             r.JKT,
 		ReplayExpiresAt: iat.Add(a.cfg.ProofMaxAge + 2*a.cfg.ProofFutureSkew),
 	}, nil
+}
+
+// sumString returns the SHA-256 of s. It hashes s through a small buffer on
+// the stack, so s is not copied to the heap as sha256.Sum256([]byte(s))
+// would copy it.
+func sumString(s string) [sha256.Size]byte {
+	h := sha256.New()
+	var buf [256]byte
+	for s != "" {
+		n := copy(buf[:], s)
+		h.Write(buf[:n])
+		s = s[n:]
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// hashMatches reports, in constant time, whether b64 is the base64url-no-pad
+// encoding of sum (the form of ath and bh).
+func hashMatches(b64 string, sum [sha256.Size]byte) bool {
+	var want, got [43]byte // base64url-no-pad of 32 bytes
+	if len(b64) != len(got) {
+		return false
+	}
+	base64.RawURLEncoding.Encode(want[:], sum[:])
+	copy(got[:], b64)
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
+}
+
+// constantTimeEqual reports whether a == b in time that depends only on
+// their lengths. Short strings are compared from stack copies.
+func constantTimeEqual(a, b string) bool {
+	var ab, bb [64]byte
+	if len(a) > len(ab) || len(b) > len(bb) {
+		return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+	}
+	return subtle.ConstantTimeCompare(ab[:copy(ab[:], a)], bb[:copy(bb[:], b)]) == 1
 }
 
 // validJTI reports whether jti is 8–128 printable ASCII characters (it ends up

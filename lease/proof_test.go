@@ -182,30 +182,48 @@ func TestVerifyProof(t *testing.T) {
 			if c.req != nil {
 				c.req(e, &req)
 			}
-			p, err := e.auth.VerifyProof(req)
-			if c.want == "" {
-				if err != nil {
-					t.Fatalf("VerifyProof = %v, want accepted", err)
+			// Cold, then again with the agent's own header cached (by a
+			// good proof) and this proof's header cached if it was: the
+			// proof header cache must not change any outcome.
+			for _, round := range []string{"cold", "warm"} {
+				if round == "warm" {
+					good := e.agent.Proof("POST", testHTU, e.token, body)
+					if _, err := e.auth.VerifyProof(lease.ProofRequest{Proof: good, Method: "POST", HTU: testHTU, LeaseToken: e.token, Body: body, JKT: e.agent.Thumbprint()}); err != nil {
+						t.Fatalf("warm-up VerifyProof = %v", err)
+					}
 				}
-				if p.JKT != e.agent.Thumbprint() || p.JTI == "" {
-					t.Errorf("VerifyProof = %+v, want jkt %s and a jti", p, e.agent.Thumbprint())
-				}
-				if want := p.IssuedAt.Add(70 * time.Second); !p.ReplayExpiresAt.Equal(want) {
-					t.Errorf("ReplayExpiresAt = %v, want iat+70s = %v", p.ReplayExpiresAt, want)
-				}
-				return
-			}
-			var pe *lease.ProofError
-			if !errors.As(err, &pe) {
-				t.Fatalf("VerifyProof = %v, %v; want *ProofError %s", p, err, c.want)
-			}
-			if pe.Reason != c.want {
-				t.Errorf("VerifyProof reason = %s (%v), want %s", pe.Reason, err, c.want)
-			}
-			if !errors.Is(err, lease.ErrProofInvalid) {
-				t.Errorf("errors.Is(%v, ErrProofInvalid) = false, want true", err)
+				t.Run(round, func(t *testing.T) { checkProof(t, e, c.want, req) })
 			}
 		})
+	}
+}
+
+// checkProof verifies req and checks the outcome: accepted when want is "",
+// else refused with deny reason want.
+func checkProof(t *testing.T, e *env, want string, req lease.ProofRequest) {
+	t.Helper()
+	p, err := e.auth.VerifyProof(req)
+	if want == "" {
+		if err != nil {
+			t.Fatalf("VerifyProof = %v, want accepted", err)
+		}
+		if p.JKT != e.agent.Thumbprint() || p.JTI == "" {
+			t.Errorf("VerifyProof = %+v, want jkt %s and a jti", p, e.agent.Thumbprint())
+		}
+		if w := p.IssuedAt.Add(70 * time.Second); !p.ReplayExpiresAt.Equal(w) {
+			t.Errorf("ReplayExpiresAt = %v, want iat+70s = %v", p.ReplayExpiresAt, w)
+		}
+		return
+	}
+	var pe *lease.ProofError
+	if !errors.As(err, &pe) {
+		t.Fatalf("VerifyProof = %v, %v; want *ProofError %s", p, err, want)
+	}
+	if pe.Reason != want {
+		t.Errorf("VerifyProof reason = %s (%v), want %s", pe.Reason, err, want)
+	}
+	if !errors.Is(err, lease.ErrProofInvalid) {
+		t.Errorf("errors.Is(%v, ErrProofInvalid) = false, want true", err)
 	}
 }
 
