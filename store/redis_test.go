@@ -79,28 +79,42 @@ func TestRedisTampering(t *testing.T) {
 		{"not_json", func(string) string { return "{" }},
 	}
 	for _, c := range edits {
-		t.Run("session_"+c.name, func(t *testing.T) {
-			s := mustSession(t, st, clk, "alice")
-			key := "tp:s:" + s.ID
-			rec := raw.HGet(ctx, key, "rec").Val()
-			if err := raw.HSet(ctx, key, "rec", c.edit(rec)).Err(); err != nil {
-				t.Fatal(err)
+		for _, used := range []bool{false, true} {
+			name := "session_" + c.name
+			if used {
+				name += "_after_use"
 			}
-			jkt := s.JKT
-			if c.name == "jkt" {
-				jkt = strings.Replace(jkt, "jkt-", "evil-", 1)
-			}
-			wantErr(t, "Authenticate(tampered)", auth(st, clk, s, jkt, "j"), ErrNotFound)
-			_, err := st.GetSession(ctx, s.ID)
-			wantErr(t, "GetSession(tampered)", err, ErrNotFound)
-			_, err = st.Grant(ctx, GrantRequest{GrantID: uuid.NewString(), SessionID: s.ID,
-				Principal: "root", Calls: 1, Now: clk.Now()})
-			wantErr(t, "Grant(tampered as root)", err, ErrNotFound)
-			_, err = grant(st, clk, s, 1, 0, PrincipalLimits{})
-			wantErr(t, "Grant(tampered)", err, ErrNotFound)
-			_, err = st.RenewSession(ctx, s.ID, nil, clk.Now().Add(time.Hour), clk.Now())
-			wantErr(t, "RenewSession(tampered)", err, ErrNotFound)
-		})
+			t.Run(name, func(t *testing.T) {
+				s := mustSession(t, st, clk, "alice")
+				if used {
+					// The verified record is now cached: an edit must still
+					// be caught.
+					wantErr(t, "Authenticate(before the edit)", auth(st, clk, s, s.JKT, "j0"), nil)
+					if _, err := grant(st, clk, s, 1, 0, PrincipalLimits{}); err != nil {
+						t.Fatalf("Grant(before the edit) = %v", err)
+					}
+				}
+				key := "tp:s:" + s.ID
+				rec := raw.HGet(ctx, key, "rec").Val()
+				if err := raw.HSet(ctx, key, "rec", c.edit(rec)).Err(); err != nil {
+					t.Fatal(err)
+				}
+				jkt := s.JKT
+				if c.name == "jkt" {
+					jkt = strings.Replace(jkt, "jkt-", "evil-", 1)
+				}
+				wantErr(t, "Authenticate(tampered)", auth(st, clk, s, jkt, "j"), ErrNotFound)
+				_, err := st.GetSession(ctx, s.ID)
+				wantErr(t, "GetSession(tampered)", err, ErrNotFound)
+				_, err = st.Grant(ctx, GrantRequest{GrantID: uuid.NewString(), SessionID: s.ID,
+					Principal: "root", Calls: 1, Now: clk.Now()})
+				wantErr(t, "Grant(tampered as root)", err, ErrNotFound)
+				_, err = grant(st, clk, s, 1, 0, PrincipalLimits{})
+				wantErr(t, "Grant(tampered)", err, ErrNotFound)
+				_, err = st.RenewSession(ctx, s.ID, nil, clk.Now().Add(time.Hour), clk.Now())
+				wantErr(t, "RenewSession(tampered)", err, ErrNotFound)
+			})
+		}
 	}
 
 	t.Run("session_copied_to_other_id", func(t *testing.T) {
