@@ -1,8 +1,10 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -63,5 +65,66 @@ func TestEmbeddedCompactionBackoff(t *testing.T) {
 	}
 	if !due() {
 		t.Error("needsCompact past twice the snapshot = false, want true")
+	}
+}
+
+// TestEmbeddedSyncDuringCompaction: while a compaction writes its
+// snapshot, syncMu is free (a ledger commit's Sync must not wait for the
+// whole snapshot write), and what is committed and synced meanwhile, or
+// committed and never synced, is in the journal that survives.
+func TestEmbeddedSyncDuringCompaction(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	clk := clock.NewFake(testStart())
+	e := openQuiet(t, dir, clk)
+	s := mustSession(t, e, clk, "alice")
+	for i := range 50 {
+		if err := auth(e, clk, s, s.JKT, fmt.Sprintf("before-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var bob *Session
+	e.beforeInstall = func() {
+		if !e.syncMu.TryLock() {
+			t.Error("syncMu held while the snapshot is written: every Sync would wait for it")
+		} else {
+			e.syncMu.Unlock()
+		}
+		wantErr(t, "Authenticate(during)", auth(e, clk, s, s.JKT, "during-synced"), nil)
+		if _, err := e.BeginIdempotent(ctx, &IdemRecord{Principal: "alice", Key: "during", ActionID: "echo"}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Sync(); err != nil {
+			t.Fatalf("Sync during compaction = %v", err)
+		}
+		var err error
+		if bob, err = newSession(t, e, clk, "bob", PrincipalLimits{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.BeginIdempotent(ctx, &IdemRecord{Principal: "alice", Key: "during-unsynced", ActionID: "echo"}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.compact(); err != nil {
+		t.Fatalf("compact = %v", err)
+	}
+	e.beforeInstall = nil
+	wantErr(t, "Authenticate(after)", auth(e, clk, s, s.JKT, "after"), nil)
+	if err := e.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	kill(e)
+
+	e2 := openQuiet(t, dir, clk)
+	for _, jti := range []string{"before-7", "during-synced", "after"} {
+		wantErr(t, "Authenticate("+jti+" again)", auth(e2, clk, s, s.JKT, jti), ErrReplay)
+	}
+	if _, err := e2.GetSession(ctx, bob.ID); err != nil {
+		t.Errorf("GetSession(created during compaction) = %v", err)
+	}
+	for _, k := range []string{"during", "during-unsynced"} {
+		if rec := idem(t, e2, k); rec == nil {
+			t.Errorf("idempotency record %q committed during compaction is gone", k)
+		}
 	}
 }

@@ -169,6 +169,8 @@ type Embedded struct {
 	compacting bool   // a compaction is copying a snapshot
 	tail       []byte // lines committed while compacting, written to the new journal
 
+	beforeInstall func() // test hook: runs after the snapshot is written, before the install
+
 	sessions        map[string]*Session
 	byPrincipal     map[string]map[string]struct{} // principal → session ids
 	replay          *expirySet                     // hashKey(jkt, jti) → expiry
@@ -1238,11 +1240,17 @@ func (e *Embedded) needsCompactLocked() bool {
 // serving: lines committed meanwhile are collected in tail and written to
 // the new journal before it replaces the old one, so the lines still in
 // buf then need no write to the old file.
+//
+// The snapshot is written and fsynced without syncMu: Sync keeps making
+// the old journal durable meanwhile (every ledger commit waits on it, so
+// holding syncMu here stalled every execute for the whole write; a soak
+// at 800/s saw p99 jump to 366 ms at each compaction). Only the install
+// holds syncMu and mu: the tail is written and fsynced, the new file
+// renamed over the old and the directory fsynced before any Sync can
+// report a line durable that the surviving journal would not hold.
 func (e *Embedded) compact() error {
-	e.syncMu.Lock()
-	defer e.syncMu.Unlock()
 	e.mu.Lock()
-	if e.closed || e.broken != nil {
+	if e.closed || e.broken != nil || e.compacting {
 		e.mu.Unlock()
 		return nil
 	}
@@ -1250,40 +1258,67 @@ func (e *Embedded) compact() error {
 	snap := e.snapshotLocked()
 	e.compacting, e.tail = true, nil
 	e.mu.Unlock()
-
-	var old *os.File
-	_, err := e.writeSnapshot(snap, func(tmp string, f *os.File) error {
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		if _, err := f.Write(e.tail); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, e.path); err != nil {
-			return err
-		}
-		old = e.f
-		e.f = f
-		// Every line in buf was committed before the snapshot (it is in
-		// snap) or after it (it is in tail): the new journal holds it.
-		e.buf = e.buf[:0]
-		e.size = int64(len(snap) + len(e.tail))
-		// Live records alone may exceed CompactBytes (many sessions,
-		// markers): wait for the journal to double again rather than
-		// rewrite a snapshot of the same records every SyncInterval.
-		e.compactAt = 2 * int64(len(snap))
-		e.dirty = true
-		e.compacting, e.tail = false, nil
-		return nil
-	})
-	if err != nil {
+	abort := func(f *os.File, tmp string, err error) error {
 		e.mu.Lock()
 		e.compacting, e.tail = false, nil
 		e.mu.Unlock()
-		return err
+		if f != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+		return fmt.Errorf("store: snapshot: %w", err)
+	}
+
+	tmp := e.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return abort(nil, tmp, err)
+	}
+	if _, err := f.Write(snap); err != nil {
+		return abort(f, tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		return abort(f, tmp, err)
+	}
+	if e.beforeInstall != nil {
+		e.beforeInstall()
+	}
+
+	e.syncMu.Lock()
+	defer e.syncMu.Unlock()
+	e.mu.Lock()
+	_, err = f.Write(e.tail)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = os.Rename(tmp, e.path)
+	}
+	if err != nil {
+		e.mu.Unlock()
+		return abort(f, tmp, err)
+	}
+	old := e.f
+	e.f = f
+	// Every line in buf was committed before the snapshot (it is in snap)
+	// or after it (it is in tail): the new journal holds it, fsynced.
+	e.buf = e.buf[:0]
+	e.size = int64(len(snap) + len(e.tail))
+	// Live records alone may exceed CompactBytes (many sessions,
+	// markers): wait for the journal to double again rather than rewrite
+	// a snapshot of the same records every SyncInterval.
+	e.compactAt = 2 * int64(len(snap))
+	e.dirty = false
+	e.compacting, e.tail = false, nil
+	e.mu.Unlock()
+	// The rename is durable before syncMu is released: a Sync after it
+	// fsyncs the new file, which a crash must not put back to the old.
+	if err := atomicfile.SyncDir(filepath.Dir(e.path)); err != nil {
+		e.log.Warn().Err(err).Msg("store: fsync of state dir failed")
 	}
 	old.Close()
 	e.log.Info().Int("bytes", len(snap)).Msg("store: journal compacted")
-	return e.syncHoldingSyncMu()
+	return nil
 }
 
 var _ Store = (*Embedded)(nil)
