@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -1158,7 +1159,43 @@ func (e *Embedded) sweepLocked(now time.Time) {
 }
 
 // snapshotLocked encodes every record in memory as journal lines.
-func (e *Embedded) snapshotLocked() []byte {
+func (e *Embedded) snapshotLocked() []byte { return e.imageLocked().encode() }
+
+// storeImage is a copy of the store's records. Records are copy-on-write
+// (every mutation commits a new value), so the maps' values are shared;
+// only the maps are copied. Taking one under mu costs a few map copies;
+// encoding it (≈ 200 ms with 360k grant markers and replay entries) runs
+// without mu, so the store keeps serving while a compaction encodes.
+type storeImage struct {
+	globalEpoch     int64
+	principalEpochs map[string]int64
+	sessions        map[string]*Session
+	replay, grants  *expirySet
+	buckets         map[string]expiring
+	idem            map[string]idemEntry
+	approvals       map[string]*Approval
+	standing        map[string]*Standing
+	learned         map[string]*LearnedDomain
+}
+
+// imageLocked copies the records. e.mu must be held.
+func (e *Embedded) imageLocked() *storeImage {
+	return &storeImage{
+		globalEpoch:     e.globalEpoch,
+		principalEpochs: maps.Clone(e.principalEpochs),
+		sessions:        maps.Clone(e.sessions),
+		replay:          e.replay.clone(),
+		grants:          e.grants.clone(),
+		buckets:         maps.Clone(e.buckets),
+		idem:            maps.Clone(e.idem),
+		approvals:       maps.Clone(e.approvals),
+		standing:        maps.Clone(e.standing),
+		learned:         maps.Clone(e.learned),
+	}
+}
+
+// encode returns the image as journal lines: replaying them rebuilds it.
+func (im *storeImage) encode() []byte {
 	var buf []byte
 	w := func(ops ...jop) {
 		n := len(buf)
@@ -1167,28 +1204,28 @@ func (e *Embedded) snapshotLocked() []byte {
 			buf = buf[:n] // every record was encoded once when committed
 		}
 	}
-	w(jop{T: opGlobal, N: e.globalEpoch})
-	for p, n := range e.principalEpochs {
+	w(jop{T: opGlobal, N: im.globalEpoch})
+	for p, n := range im.principalEpochs {
 		w(jop{T: opPrincipal, K: p, N: n})
 	}
-	for _, s := range e.sessions {
+	for _, s := range im.sessions {
 		w(jop{T: opSession, S: s})
 	}
-	e.replay.each(func(k string, exp time.Time) { w(jop{T: opReplay, K: k, E: exp}) })
-	e.grants.each(func(k string, exp time.Time) { w(jop{T: opGrant, K: k, E: exp}) })
-	for k, b := range e.buckets {
+	im.replay.each(func(k string, exp time.Time) { w(jop{T: opReplay, K: k, E: exp}) })
+	im.grants.each(func(k string, exp time.Time) { w(jop{T: opGrant, K: k, E: exp}) })
+	for k, b := range im.buckets {
 		w(jop{T: opBucket, K: k, N: b.n, E: b.exp})
 	}
-	for k, it := range e.idem {
+	for k, it := range im.idem {
 		w(jop{T: opIdem, K: k, I: it.rec, E: it.exp})
 	}
-	for _, a := range e.approvals {
+	for _, a := range im.approvals {
 		w(jop{T: opApproval, A: a})
 	}
-	for _, p := range e.standing {
+	for _, p := range im.standing {
 		w(jop{T: opStanding, P: p})
 	}
-	for _, l := range e.learned {
+	for _, l := range im.learned {
 		w(jop{T: opLearned, L: l})
 	}
 	return buf
@@ -1255,9 +1292,10 @@ func (e *Embedded) compact() error {
 		return nil
 	}
 	e.sweepLocked(e.clock.Now())
-	snap := e.snapshotLocked()
+	im := e.imageLocked()
 	e.compacting, e.tail = true, nil
 	e.mu.Unlock()
+	snap := im.encode()
 	abort := func(f *os.File, tmp string, err error) error {
 		e.mu.Lock()
 		e.compacting, e.tail = false, nil

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/hex"
+	"maps"
 	"time"
 )
 
@@ -106,6 +107,11 @@ func (s *expirySet) each(fn func(k string, exp time.Time)) {
 	for k, exp := range s.other {
 		fn(k, exp)
 	}
+}
+
+// clone returns an independent copy.
+func (s *expirySet) clone() *expirySet {
+	return &expirySet{form: s.form, compact: maps.Clone(s.compact), other: maps.Clone(s.other)}
 }
 
 func (s *expirySet) len() int { return len(s.compact) + len(s.other) }
