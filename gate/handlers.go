@@ -221,11 +221,29 @@ func receiptNotFound() error {
 }
 
 // receiptWithStatus returns the stored receipt plus signature_status.
-func (g *Gate) receiptWithStatus(id string) ([]byte, string, error) {
+// receiptCopies is a store that keeps copies of every gate's receipts
+// (Redis: PROTOCOL §5), so a receipt written by another gate sharing it is
+// served here too.
+type receiptCopies interface {
+	GetReceipt(ctx context.Context, id string) ([]byte, error)
+}
+
+func (g *Gate) receiptWithStatus(ctx context.Context, id string) ([]byte, string, error) {
 	if !uuidRE.MatchString(id) {
 		return nil, "", receiptNotFound()
 	}
 	raw, err := g.led.Get(id)
+	if rc, ok := g.st.(receiptCopies); ok && errors.Is(err, receipts.ErrNotFound) {
+		sctx, cancel := g.storeCtx(ctx)
+		raw, err = rc.GetReceipt(sctx, id)
+		cancel()
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return nil, "", receiptNotFound()
+		case err != nil:
+			return nil, "", errStoreUnavailable(err)
+		}
+	}
 	if errors.Is(err, receipts.ErrNotFound) {
 		return nil, "", receiptNotFound()
 	}
@@ -247,7 +265,7 @@ func (g *Gate) handleReceiptClient(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	out, principal, err := g.receiptWithStatus(r.PathValue("id"))
+	out, principal, err := g.receiptWithStatus(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -259,7 +277,7 @@ func (g *Gate) handleReceiptClient(w http.ResponseWriter, r *http.Request) error
 }
 
 func (g *Gate) handleReceiptAdmin(w http.ResponseWriter, r *http.Request) error {
-	out, _, err := g.receiptWithStatus(r.PathValue("id"))
+	out, _, err := g.receiptWithStatus(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}

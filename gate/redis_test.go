@@ -2,7 +2,9 @@ package gate_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -216,4 +218,68 @@ func TestRedisPendingApprovalSurvivesRestart(t *testing.T) {
 	if r := approve(t, s, id); r.JSON()["decision"] != "executed" {
 		t.Fatalf("approve after restart = %d %s, want executed", r.Status, r.Body)
 	}
+}
+
+// TestReceiptServedByEveryGate: in Redis mode every receipt is also stored
+// in Redis (PROTOCOL §5), so a gate serves receipts another gate wrote,
+// exactly as stored, to the same principal only; a copy edited in Redis is
+// not served.
+func TestReceiptServedByEveryGate(t *testing.T) {
+	ga, gb, url, _, _ := twoGates(t)
+	a := newAgent(t, ga, nil)
+	b := on(t, gb, a)
+	r := a.Execute("echo", map[string]any{"on": "a"}, nil)
+	wantStatus(t, r, 200, "")
+	id, _ := r.JSON()["receipt_id"].(string)
+	stored, err := ga.Ledger.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Copies are made in the background, after the answer.
+	var got *gatetest.Response
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		got = b.Call("GET", "/v1/receipts/"+id, nil)
+		if got.Status != 404 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	wantStatus(t, got, 200, "")
+	var served map[string]any
+	if err := json.Unmarshal(got.Body, &served); err != nil {
+		t.Fatal(err)
+	}
+	status, _ := served["signature_status"].(string)
+	delete(served, "signature_status")
+	var want map[string]any
+	if err := json.Unmarshal(stored, &want); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(served, want) {
+		t.Errorf("gate B served %s, want gate A's stored receipt %s", got.Body, stored)
+	}
+	if status == "" || status == "invalid" {
+		t.Errorf("signature_status = %q, want valid or unknown_key_id", status)
+	}
+	if adm := gatetest.Do(t, gb.AdminClient(), "GET", "/v1/receipts/"+id, nil, nil); adm.Status != 200 {
+		t.Errorf("admin GET on gate B = %d %s, want 200", adm.Status, adm.Body)
+	}
+	// Another principal does not see it.
+	other := newAgent(t, gb, map[string]any{"agent_id": "someone-else"})
+	wantStatus(t, other.Call("GET", "/v1/receipts/"+id, nil), 404, "receipt_not_found")
+	// An edited copy is refused.
+	rc := redis.NewClient(&redis.Options{Addr: strings.TrimPrefix(url, "redis://")})
+	defer rc.Close()
+	ctx := context.Background()
+	keys, err := rc.Keys(ctx, "*rc:"+id).Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("receipt copy keys = %v, %v; want one", keys, err)
+	}
+	v := rc.Get(ctx, keys[0]).Val()
+	if err := rc.Set(ctx, keys[0], strings.Replace(v, `"on":"a"`, `"on":"x"`, 1), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, b.Call("GET", "/v1/receipts/"+id, nil), 404, "receipt_not_found")
+	// Gate A still serves its own from the ledger.
+	wantStatus(t, a.Call("GET", "/v1/receipts/"+id, nil), 200, "")
 }

@@ -159,6 +159,10 @@ type Deps struct {
 	Logger zerolog.Logger // the ledger logs with component=receipts
 	Syncer Syncer         // optional; no-op when nil
 	FS     FS             // optional; the real OS when nil
+	// OnReceipt, when set, is called by the writer with every receipt
+	// once it is durable, as stored (the bytes must not be changed). It
+	// must not block: the Redis store queues a copy for other gates.
+	OnReceipt func(id string, raw []byte)
 }
 
 // loc is where a record's bytes are in the ledger file.
@@ -193,6 +197,8 @@ type Ledger struct {
 	log    zerolog.Logger
 	syncer Syncer
 	fs     FS
+
+	onReceipt func(id string, raw []byte)
 	rnd    func([]byte) error
 	file   File // O_APPEND; written only by the writer, read with ReadAt under mu.RLock
 
@@ -256,6 +262,7 @@ func Open(cfg Config, deps Deps) (*Ledger, error) {
 		clock:        deps.Clock,
 		log:          deps.Logger.With().Str("component", "receipts").Logger(),
 		syncer:       deps.Syncer,
+		onReceipt:    deps.OnReceipt,
 		fs:           deps.FS,
 		rnd:          func(b []byte) error { _, err := rand.Read(b); return err },
 		ops:          make(chan *op, opsQueue),
@@ -708,6 +715,7 @@ type staged struct {
 	loc   loc
 	meta  recordMeta
 	isRec bool
+	raw   []byte // a receipt's stored bytes
 }
 
 // commit writes one group: stage every op, one write, store sync, one
@@ -768,6 +776,7 @@ func (l *Ledger) commit(batch []*op) {
 			off := appendLine(buf, lineReceipt, sl.raw)
 			st[i].loc = loc{off: start + int64(off), n: len(sl.raw)}
 			st[i].isRec = true
+			st[i].raw = sl.raw
 			st[i].meta = recordMeta{Seq: r.Seq, ReceiptID: r.ReceiptID}
 			if r.Approval != nil {
 				st[i].meta.Approval = &struct {
@@ -817,6 +826,13 @@ func (l *Ledger) commit(batch []*op) {
 		select {
 		case l.headWriterCh <- struct{}{}:
 		default:
+		}
+		if l.onReceipt != nil {
+			for i := range st {
+				if st[i].err == nil && st[i].isRec {
+					l.onReceipt(st[i].meta.ReceiptID, st[i].raw)
+				}
+			}
 		}
 	}
 	for i := range st {

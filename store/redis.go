@@ -30,12 +30,15 @@ type RedisConfig struct {
 	// stored in Redis. Required, at least 32 bytes, from the keys
 	// directory (never from Redis).
 	MACKey []byte
-	// ReceiptTTL is how long receipt index entries are kept (not used
-	// yet). Default 0: kept forever.
+	// ReceiptTTL is how long the copies of receipts (PutReceipts) are
+	// kept. Default 30 days (DefaultReceiptTTL).
 	ReceiptTTL time.Duration
 }
 
 func (c RedisConfig) withDefaults() RedisConfig {
+	if c.ReceiptTTL == 0 {
+		c.ReceiptTTL = DefaultReceiptTTL
+	}
 	if c.Prefix == "" {
 		c.Prefix = "latchgate:"
 	}
@@ -84,6 +87,7 @@ type Redis struct {
 	scripts *redisScripts
 
 	sessions verifiedSessions
+	copies   *receiptCopier
 }
 
 // NewRedis returns a Redis store. It does not connect: a gate starts while
@@ -115,13 +119,15 @@ func NewRedis(cfg RedisConfig, deps Deps) (*Redis, error) {
 	// Redis-mode profile). The scripts reply with arrays of strings and
 	// integers, the same in both protocols.
 	opt.Protocol = 2
-	return &Redis{
+	r := &Redis{
 		cfg:     cfg,
 		clock:   deps.Clock,
 		log:     deps.Logger.With().Str("component", "store").Logger(),
 		client:  redis.NewClient(opt),
 		scripts: newRedisScripts(),
-	}, nil
+	}
+	r.copies = newReceiptCopier(r)
+	return r, nil
 }
 
 func (r *Redis) key(parts ...string) string { return r.cfg.Prefix + strings.Join(parts, ":") }
@@ -805,6 +811,9 @@ func (r *Redis) FinishApproval(ctx context.Context, f ApprovalFinish) (*Approval
 func (r *Redis) Sync() error { return nil }
 
 // Close closes the connection pool.
-func (r *Redis) Close() error { return r.client.Close() }
+func (r *Redis) Close() error {
+	r.copies.close()
+	return r.client.Close()
+}
 
 var _ Store = (*Redis)(nil)

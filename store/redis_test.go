@@ -247,3 +247,41 @@ func TestRedisConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisReceiptCopies: copies are MAC'd and kept ReceiptTTL; Close makes
+// the queued ones before it returns; an edited copy or one under another
+// id is not returned; a copy after Close is dropped, never a panic.
+func TestRedisReceiptCopies(t *testing.T) {
+	ctx := context.Background()
+	url, _, _ := storetest.StartRedis(t)
+	clk := clock.NewFake(testStart())
+	st := newTestRedis(t, url, "rc:", clk, 0)
+	raw := rawClient(t, url)
+	id1, id2 := uuid.NewString(), uuid.NewString()
+	st.CopyReceipt(id1, []byte(`{"receipt_id":"`+id1+`","n":1}`))
+	st.CopyReceipt(id2, []byte(`{"receipt_id":"`+id2+`","n":2}`))
+	st.copies.close() // flushes the queue
+	got, err := st.GetReceipt(ctx, id1)
+	if err != nil || string(got) != `{"receipt_id":"`+id1+`","n":1}` {
+		t.Fatalf("GetReceipt(id1) = %s, %v", got, err)
+	}
+	if ttl := raw.PTTL(ctx, "rc:rc:"+id1).Val(); ttl <= 29*24*time.Hour || ttl > DefaultReceiptTTL {
+		t.Errorf("copy TTL = %v, want ≈ %v", ttl, DefaultReceiptTTL)
+	}
+	_, err = st.GetReceipt(ctx, uuid.NewString())
+	wantErr(t, "GetReceipt(unknown)", err, ErrNotFound)
+	// Edited content, or a valid copy moved under another id: refused.
+	v := raw.Get(ctx, "rc:rc:"+id2).Val()
+	raw.Set(ctx, "rc:rc:"+id2, strings.Replace(v, `"n":2`, `"n":3`, 1), 0)
+	_, err = st.GetReceipt(ctx, id2)
+	wantErr(t, "GetReceipt(edited)", err, ErrNotFound)
+	raw.Set(ctx, "rc:rc:"+id2, raw.Get(ctx, "rc:rc:"+id1).Val(), 0)
+	_, err = st.GetReceipt(ctx, id2)
+	wantErr(t, "GetReceipt(another id's copy)", err, ErrNotFound)
+	// After close: dropped and counted.
+	before := st.ReceiptCopiesDropped()
+	st.CopyReceipt(uuid.NewString(), []byte(`{}`))
+	if st.ReceiptCopiesDropped() != before+1 {
+		t.Errorf("dropped = %d after a copy past close, want %d", st.ReceiptCopiesDropped(), before+1)
+	}
+}

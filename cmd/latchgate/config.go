@@ -66,6 +66,9 @@ type fileConfig struct {
 	Store struct {
 		Timeout time.Duration `yaml:"timeout"` // default 2s
 		Prefix  string        `yaml:"prefix"`  // Redis key prefix; default "latchgate:"
+		// ReceiptTTL is how long Redis keeps the copies of receipts other
+		// gates serve (≈ 3.5 KB each); default 720h (30 days).
+		ReceiptTTL time.Duration `yaml:"receipt_ttl"`
 	} `yaml:"store"`
 	Approvals struct {
 		PendingTTL           time.Duration `yaml:"pending_ttl"`             // default 15m

@@ -248,7 +248,7 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 		if err != nil {
 			return nil, err
 		}
-		st, err = store.NewRedis(store.RedisConfig{URL: cfg.RedisURL, Prefix: cfg.Store.Prefix, Timeout: cfg.Store.Timeout, MACKey: mac}, sdeps)
+		st, err = store.NewRedis(store.RedisConfig{URL: cfg.RedisURL, Prefix: cfg.Store.Prefix, Timeout: cfg.Store.Timeout, ReceiptTTL: cfg.Store.ReceiptTTL, MACKey: mac}, sdeps)
 		if err != nil {
 			return nil, err
 		}
@@ -258,8 +258,11 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 			return nil, err
 		}
 	}
-	led, err := receipts.Open(receipts.Config{Dir: filepath.Join(cfg.StateDir, "ledger"), GateID: id},
-		receipts.Deps{Clock: clk, Logger: log.With().Str("component", "ledger").Logger(), Syncer: st})
+	ldeps := receipts.Deps{Clock: clk, Logger: log.With().Str("component", "ledger").Logger(), Syncer: st}
+	if rs, ok := st.(*store.Redis); ok {
+		ldeps.OnReceipt = rs.CopyReceipt // other gates sharing Redis serve our receipts
+	}
+	led, err := receipts.Open(receipts.Config{Dir: filepath.Join(cfg.StateDir, "ledger"), GateID: id}, ldeps)
 	if err != nil {
 		_ = st.Close()
 		return nil, err

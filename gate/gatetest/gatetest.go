@@ -204,8 +204,11 @@ func NewServer(tb testing.TB, opts ...Option) *Server {
 	if o.WrapStore != nil {
 		st = o.WrapStore(st)
 	}
-	led, err := receipts.Open(receipts.Config{Dir: filepath.Join(o.StateDir, "ledger"), GateID: o.Config.GateID},
-		receipts.Deps{Clock: o.Clock, Logger: log, Syncer: st, FS: o.LedgerFS})
+	ldeps := receipts.Deps{Clock: o.Clock, Logger: log, Syncer: st, FS: o.LedgerFS}
+	if rs, ok := st.(*store.Redis); ok {
+		ldeps.OnReceipt = rs.CopyReceipt
+	}
+	led, err := receipts.Open(receipts.Config{Dir: filepath.Join(o.StateDir, "ledger"), GateID: o.Config.GateID}, ldeps)
 	if err != nil {
 		tb.Fatalf("gatetest: ledger: %v", err)
 	}
