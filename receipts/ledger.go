@@ -199,8 +199,8 @@ type Ledger struct {
 	fs     FS
 
 	onReceipt func(id string, raw []byte)
-	rnd    func([]byte) error
-	file   File // O_APPEND; written only by the writer, read with ReadAt under mu.RLock
+	rnd       func([]byte) error
+	file      File // O_APPEND; written only by the writer, read with ReadAt under mu.RLock
 
 	signer atomic.Pointer[signer]
 	keys   atomic.Pointer[map[string]ed25519.PublicKey]
