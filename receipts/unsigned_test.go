@@ -7,25 +7,32 @@ import (
 	"testing"
 )
 
-// rehash replaces the hash member of an audit line's record with the hash
-// of its (changed) content, as a forger without the signing key could.
-func rehash(t *testing.T, line []byte) []byte {
+// editAudit applies edit to the members of an audit line's record.
+func editAudit(t *testing.T, line []byte, edit func(map[string]json.RawMessage)) []byte {
 	t.Helper()
-	rec := bytes.TrimSuffix(bytes.TrimPrefix(line, []byte(prefixAudit)), []byte("}\n"))
 	var m map[string]json.RawMessage
+	rec := bytes.TrimSuffix(bytes.TrimPrefix(line, []byte(prefixAudit)), []byte("}\n"))
 	if err := json.Unmarshal(rec, &m); err != nil {
 		t.Fatal(err)
 	}
-	h, err := recordHash(rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m["hash"], _ = json.Marshal(h)
+	edit(m)
 	out, err := json.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return append(append([]byte(prefixAudit), out...), "}\n"...)
+}
+
+// rehash replaces the hash member of an audit line's record with the hash
+// of its (changed) content, as a forger without the signing key could.
+func rehash(t *testing.T, line []byte) []byte {
+	t.Helper()
+	rec := bytes.TrimSuffix(bytes.TrimPrefix(line, []byte(prefixAudit)), []byte("}\n"))
+	h, err := recordHash(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return editAudit(t, line, func(m map[string]json.RawMessage) { m["hash"], _ = json.Marshal(h) })
 }
 
 // fillDecisions appends one receipt and one audit record per decision.
@@ -76,29 +83,19 @@ func TestUnsignedAllowRecords(t *testing.T) {
 		}, ChainHead, 4},
 		{"deny record turned into an unsigned allow", func(t *testing.T, lines [][]byte) [][]byte {
 			i := lineOf(t, lines, prefixAudit, 2)
-			var m map[string]json.RawMessage
-			rec := bytes.TrimSuffix(bytes.TrimPrefix(lines[i], []byte(prefixAudit)), []byte("}\n"))
-			if err := json.Unmarshal(rec, &m); err != nil {
-				t.Fatal(err)
-			}
-			delete(m, "signature")
-			delete(m, "key_id")
-			m["decision"] = json.RawMessage(`"allow"`)
-			out, _ := json.Marshal(m)
-			lines[i] = rehash(t, append(append([]byte(prefixAudit), out...), "}\n"...))
+			lines[i] = rehash(t, editAudit(t, lines[i], func(m map[string]json.RawMessage) {
+				delete(m, "signature")
+				delete(m, "key_id")
+				m["decision"] = json.RawMessage(`"allow"`)
+			}))
 			return lines
 		}, ChainAudit, 3},
 		{"signature stripped from the deny record", func(t *testing.T, lines [][]byte) [][]byte {
 			i := lineOf(t, lines, prefixAudit, 2)
-			var m map[string]json.RawMessage
-			rec := bytes.TrimSuffix(bytes.TrimPrefix(lines[i], []byte(prefixAudit)), []byte("}\n"))
-			if err := json.Unmarshal(rec, &m); err != nil {
-				t.Fatal(err)
-			}
-			delete(m, "signature")
-			delete(m, "key_id")
-			out, _ := json.Marshal(m)
-			lines[i] = append(append([]byte(prefixAudit), out...), "}\n"...)
+			lines[i] = editAudit(t, lines[i], func(m map[string]json.RawMessage) {
+				delete(m, "signature")
+				delete(m, "key_id")
+			})
 			return lines
 		}, ChainAudit, 2},
 		{"bogus signature added to an allow record", func(t *testing.T, lines [][]byte) [][]byte {
