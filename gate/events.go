@@ -90,8 +90,10 @@ func (g *Gate) SweepExpired(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// RunSweeper expires approvals every ApprovalSweep until ctx ends.
+// RunSweeper expires approvals every ApprovalSweep until ctx ends, and
+// keeps this gate's receipt keys published in a shared store.
 func (g *Gate) RunSweeper(ctx context.Context) error {
+	g.ShareReceiptKeys(ctx)
 	t := time.NewTicker(g.cfg.ApprovalSweep)
 	defer t.Stop()
 	for {
@@ -102,6 +104,7 @@ func (g *Gate) RunSweeper(ctx context.Context) error {
 			if _, err := g.SweepExpired(ctx); err != nil {
 				g.log.Warn().Err(err).Msg("approval expiry sweep failed; retrying next tick")
 			}
+			g.ShareReceiptKeys(ctx)
 		}
 	}
 }

@@ -197,6 +197,8 @@ type Gate struct {
 	gath  prometheus.Gatherer
 	start time.Time
 
+	sharedKeys atomic.Pointer[[]byte] // receipt key set last published to a shared store
+
 	events *events.Journal
 	hooks  Webhooks
 

@@ -140,7 +140,11 @@ func (g *Gate) handleJWKS(w http.ResponseWriter, _ *http.Request) error {
 	return nil
 }
 
-func (g *Gate) handleReceiptKeys(w http.ResponseWriter, _ *http.Request) error {
+func (g *Gate) handleReceiptKeys(w http.ResponseWriter, r *http.Request) error {
+	if _, shared := g.st.(receiptKeyShare); shared {
+		writeRawJSON(w, http.StatusOK, receipts.MarshalKeySet(g.receiptKeys(r.Context())))
+		return nil
+	}
 	writeRawJSON(w, http.StatusOK, g.led.KeySet())
 	return nil
 }
@@ -256,7 +260,11 @@ func (g *Gate) receiptWithStatus(ctx context.Context, id string) ([]byte, string
 	if err := json.Unmarshal(raw, &head); err != nil {
 		return nil, "", err
 	}
-	out := receipts.WithSignatureStatus(raw, g.led.SignatureStatus(raw))
+	status := g.led.SignatureStatus(raw)
+	if _, shared := g.st.(receiptKeyShare); shared && status == receipts.StatusUnknownKeyID {
+		status = receipts.VerifyReceipt(raw, g.receiptKeys(ctx)) // written by another gate
+	}
+	out := receipts.WithSignatureStatus(raw, status)
 	return out, head.Principal, nil
 }
 

@@ -331,6 +331,7 @@ func (g *Gate) handleKeysRotate(w http.ResponseWriter, r *http.Request) error {
 			return newError(http.StatusServiceUnavailable, CodeLedgerUnavailable, "The receipt signing key could not be rotated.", err)
 		}
 		out["receipt_key_id"] = g.led.KeyID()
+		g.ShareReceiptKeys(r.Context())
 	}
 	g.log.Info().Bool("lease", doLease).Bool("receipts", doReceipts).Str("by", g.operatorName(peerFrom(r.Context()))).Msg("signing keys rotated")
 	writeJSON(w, http.StatusOK, out)

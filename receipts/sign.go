@@ -292,6 +292,10 @@ func ParseKeySet(data []byte) (map[string]ed25519.PublicKey, error) {
 	return out, nil
 }
 
+// MarshalKeySet returns keys as a JWK set (sorted by kid), the form of
+// GET /v1/receipt-keys.
+func MarshalKeySet(keys map[string]ed25519.PublicKey) []byte { return marshalKeySet(keys) }
+
 func marshalKeySet(keys map[string]ed25519.PublicKey) []byte {
 	kids := make([]string, 0, len(keys))
 	for kid := range keys {

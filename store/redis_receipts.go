@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"math/bits"
 	"strings"
@@ -63,6 +65,43 @@ func (r *Redis) GetReceipt(ctx context.Context, id string) ([]byte, error) {
 		return nil, r.tampered("receipt", id)
 	}
 	return []byte(raw), nil
+}
+
+// PutReceiptKeys publishes a gate's receipt public key set (a JWKS), MAC'd,
+// so every gate sharing this Redis can check the receipts it copied. Sets
+// are kept by content: a rotated gate adds its new set and the old one
+// stays, as old receipts still need the old keys.
+func (r *Redis) PutReceiptKeys(ctx context.Context, jwks []byte) error {
+	sum := sha256.Sum256(jwks)
+	field := hex.EncodeToString(sum[:8])
+	rctx, cancel := r.ctx(ctx)
+	defer cancel()
+	mac := recordMAC(r.cfg.MACKey, "receipt-keys", field, jwks)
+	if err := r.client.HSet(rctx, r.key("rk"), field, mac+" "+string(jwks)).Err(); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// ReceiptKeys returns every receipt key set the gates published. A set
+// whose MAC does not verify is left out (and logged).
+func (r *Redis) ReceiptKeys(ctx context.Context) ([][]byte, error) {
+	rctx, cancel := r.ctx(ctx)
+	defer cancel()
+	all, err := r.client.HGetAll(rctx, r.key("rk")).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out := make([][]byte, 0, len(all))
+	for field, v := range all {
+		mac, jwks, ok := strings.Cut(v, " ")
+		if !ok || !verifyMAC(r.cfg.MACKey, "receipt-keys", field, []byte(jwks), mac) {
+			_ = r.tampered("receipt-keys", field)
+			continue
+		}
+		out = append(out, []byte(jwks))
+	}
+	return out, nil
 }
 
 // CopyReceipt queues a copy of a durable receipt for PutReceipts; the

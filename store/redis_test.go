@@ -285,3 +285,30 @@ func TestRedisReceiptCopies(t *testing.T) {
 		t.Errorf("dropped = %d after a copy past close, want %d", st.ReceiptCopiesDropped(), before+1)
 	}
 }
+
+// TestRedisReceiptKeys: published key sets come back while their MAC
+// verifies; an edited or injected set is left out.
+func TestRedisReceiptKeys(t *testing.T) {
+	ctx := context.Background()
+	url, _, _ := storetest.StartRedis(t)
+	st := newTestRedis(t, url, "rk:", clock.NewFake(testStart()), 0)
+	raw := rawClient(t, url)
+	set1, set2 := []byte(`{"keys":[{"kid":"a"}]}`), []byte(`{"keys":[{"kid":"b"}]}`)
+	for _, s := range [][]byte{set1, set2, set1} {
+		if err := st.PutReceiptKeys(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := st.ReceiptKeys(ctx)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("ReceiptKeys = %q, %v; want the two sets", got, err)
+	}
+	fields := raw.HKeys(ctx, "rk:rk").Val()
+	v := raw.HGet(ctx, "rk:rk", fields[0]).Val()
+	raw.HSet(ctx, "rk:rk", fields[0], strings.Replace(v, `"kid":"`, `"kid":"x`, 1))
+	raw.HSet(ctx, "rk:rk", "injected", `bogus {"keys":[{"kid":"evil"}]}`)
+	got, err = st.ReceiptKeys(ctx)
+	if err != nil || len(got) != 1 || strings.Contains(string(got[0]), "evil") || strings.Contains(string(got[0]), `"xa"`) || strings.Contains(string(got[0]), `"xb"`) {
+		t.Fatalf("ReceiptKeys after tampering = %q, %v; want only the untouched set", got, err)
+	}
+}

@@ -261,6 +261,7 @@ func NewServer(tb testing.TB, opts ...Option) *Server {
 	if err != nil {
 		tb.Fatalf("gatetest: gate: %v", err)
 	}
+	g.ShareReceiptKeys(context.Background()) // what RunSweeper does at start
 	sockDir, err := os.MkdirTemp("", "lgt")
 	if err != nil {
 		tb.Fatal(err)
