@@ -225,7 +225,9 @@ func startBenchGate(ctx context.Context, redisURL, cpuProfile, heapProfile strin
 	}
 	var rb [6]byte
 	_, _ = rand.Read(rb[:])
-	cfgYAML := fmt.Sprintf("store: {prefix: \"latchgate-bench-%s:\"}\n", hex.EncodeToString(rb[:]))
+	// A fresh key prefix per run, and receipt copies that expire soon: a
+	// bench against a shared Redis must not leave 30 days of them behind.
+	cfgYAML := fmt.Sprintf("store: {prefix: \"latchgate-bench-%s:\", receipt_ttl: 10m}\n", hex.EncodeToString(rb[:]))
 	if err := os.WriteFile(filepath.Join(dir, "latchgate.yaml"), []byte(cfgYAML), 0o600); err != nil {
 		return nil, err
 	}
