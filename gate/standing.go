@@ -127,14 +127,24 @@ func (g *Gate) handleStandingList(w http.ResponseWriter, r *http.Request) error 
 }
 
 func (g *Gate) handleStandingDelete(w http.ResponseWriter, r *http.Request) error {
+	return g.revokeByID(w, r, g.st.DeleteStanding, "No standing approval with that id.", fApprovalID,
+		"standing approval revoked", "revoked")
+}
+
+// revokeByID is DELETE …/{id} of an operator permission (a standing
+// approval, a learned domain): del removes it, the store makes that
+// durable, and the answer is {"<done>":true,"id":…}; an unknown or
+// malformed id is 404 with notFoundMsg.
+func (g *Gate) revokeByID(w http.ResponseWriter, r *http.Request, del func(context.Context, string) error,
+	notFoundMsg, logField, logMsg, done string) error {
 	id := r.PathValue("id")
-	notFound := newError(http.StatusNotFound, CodeNotFound, "No standing approval with that id.", nil)
+	notFound := newError(http.StatusNotFound, CodeNotFound, notFoundMsg, nil)
 	if !uuidRE.MatchString(id) {
 		return notFound
 	}
 	ctx, cancel := g.storeCtx(r.Context())
 	defer cancel()
-	switch err := g.st.DeleteStanding(ctx, id); {
+	switch err := del(ctx, id); {
 	case errors.Is(err, store.ErrNotFound):
 		return notFound
 	case err != nil:
@@ -143,8 +153,8 @@ func (g *Gate) handleStandingDelete(w http.ResponseWriter, r *http.Request) erro
 	if err := g.durable(); err != nil {
 		return err
 	}
-	g.log.Info().Str(fApprovalID, id).Str("by", g.operatorName(peerFrom(r.Context()))).Msg("standing approval revoked")
-	writeJSON(w, http.StatusOK, map[string]any{"revoked": true, "id": id})
+	g.log.Info().Str(logField, id).Str("by", g.operatorName(peerFrom(r.Context()))).Msg(logMsg)
+	writeJSON(w, http.StatusOK, map[string]any{done: true, "id": id})
 	return nil
 }
 
@@ -178,25 +188,8 @@ func (g *Gate) handleLearnedList(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (g *Gate) handleLearnedDelete(w http.ResponseWriter, r *http.Request) error {
-	id := r.PathValue("id")
-	notFound := newError(http.StatusNotFound, CodeNotFound, "No learned domain with that id.", nil)
-	if !uuidRE.MatchString(id) {
-		return notFound
-	}
-	ctx, cancel := g.storeCtx(r.Context())
-	defer cancel()
-	switch err := g.st.DeleteLearned(ctx, id); {
-	case errors.Is(err, store.ErrNotFound):
-		return notFound
-	case err != nil:
-		return errStoreUnavailable(err)
-	}
-	if err := g.durable(); err != nil {
-		return err
-	}
-	g.log.Info().Str("learned_id", id).Str("by", g.operatorName(peerFrom(r.Context()))).Msg("learned domain removed")
-	writeJSON(w, http.StatusOK, map[string]any{"removed": true, "id": id})
-	return nil
+	return g.revokeByID(w, r, g.st.DeleteLearned, "No learned domain with that id.", "learned_id",
+		"learned domain removed", "removed")
 }
 
 // learnedHosts returns the learned egress entries of (principal, action)
