@@ -113,3 +113,43 @@ func TestJournalTrimKeepsEventsAppendedDuringScan(t *testing.T) {
 		t.Errorf("file size %v (%v), journal size %d: want equal", st.Size(), err, size)
 	}
 }
+
+// TestJournalTrimSkipsYoungJournal: when the oldest event is within
+// MaxAge, a trim drops nothing, so it must not read and rewrite the file
+// (it only moves the next trim on); a journal that starts with an old
+// event is still rewritten.
+func TestJournalTrimSkipsYoungJournal(t *testing.T) {
+	for _, old := range []bool{false, true} {
+		path := filepath.Join(t.TempDir(), "events.log")
+		clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+		j, err := Open(Config{Path: path, MaxAge: time.Hour}, clk, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		j.Append(ApprovalRequested, nil)
+		if old {
+			clk.Advance(2 * time.Hour)
+		}
+		for range 10 {
+			j.Append(ReceiptCreated, map[string]int{"n": 1})
+		}
+		if err := j.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := os.Stat(path)
+		if err := j.trim(); err != nil {
+			t.Fatalf("trim = %v", err)
+		}
+		after, _ := os.Stat(path)
+		if rewritten := !os.SameFile(before, after); rewritten != old {
+			t.Errorf("old first event %v: file rewritten = %v, want %v", old, rewritten, old)
+		}
+		j.mu.Lock()
+		due := j.needsTrimLocked()
+		j.mu.Unlock()
+		if due {
+			t.Errorf("old first event %v: a trim is due right after one", old)
+		}
+		j.Close()
+	}
+}
