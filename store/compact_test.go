@@ -1,8 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,5 +129,39 @@ func TestEmbeddedSyncDuringCompaction(t *testing.T) {
 		if rec := idem(t, e2, k); rec == nil {
 			t.Errorf("idempotency record %q committed during compaction is gone", k)
 		}
+	}
+}
+
+// TestImageWriteToMatchesEncode: the streamed snapshot a compaction writes
+// is byte for byte the one Open writes (encode).
+func TestImageWriteToMatchesEncode(t *testing.T) {
+	clk := clock.NewFake(testStart())
+	e := openQuiet(t, t.TempDir(), clk)
+	s := mustSession(t, e, clk, "alice")
+	for i := range 300 {
+		if err := auth(e, clk, s, s.JKT, fmt.Sprintf("jti-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := grant(e, clk, s, 1, 0, PrincipalLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	e.mu.Lock()
+	im := e.imageLocked()
+	e.mu.Unlock()
+	want := im.encode()
+	var got bytes.Buffer
+	n, err := im.writeTo(&got)
+	if err != nil || n != int64(len(want)) || n != int64(got.Len()) {
+		t.Fatalf("writeTo = %d bytes (%d written), %v; want the %d bytes of encode", n, got.Len(), err, len(want))
+	}
+	// Maps iterate in any order: compare the lines as sets.
+	lines := func(b []byte) []string {
+		l := strings.SplitAfter(string(b), "\n")
+		slices.Sort(l)
+		return l
+	}
+	if !slices.Equal(lines(got.Bytes()), lines(want)) {
+		t.Fatalf("writeTo wrote other lines than encode")
 	}
 }
