@@ -1234,6 +1234,30 @@ func (im *storeImage) writeTo(w io.Writer) (int64, error) {
 	return n, werr
 }
 
+// syncChunk is how much of a snapshot is written between two fsyncs.
+const syncChunk = 4 << 20
+
+// chunkSyncer writes to f and fsyncs it after every syncChunk bytes. A
+// snapshot is tens of MB: left to one fsync at the end, its writeback
+// holds up every ledger fsync on the same file system meanwhile (ext4
+// commits the journal in order), which a soak showed as one p99 of
+// 130–175 ms at each compaction. In chunks, a ledger fsync waits for at
+// most one chunk.
+type chunkSyncer struct {
+	f       *os.File
+	pending int
+}
+
+func (c *chunkSyncer) Write(p []byte) (int, error) {
+	n, err := c.f.Write(p)
+	c.pending += n
+	if err == nil && c.pending >= syncChunk {
+		c.pending = 0
+		err = c.f.Sync()
+	}
+	return n, err
+}
+
 // each calls w with every record as a journal op.
 func (im *storeImage) each(w func(ops ...jop)) {
 	w(jop{T: opGlobal, N: im.globalEpoch})
@@ -1342,7 +1366,7 @@ func (e *Embedded) compact() error {
 	if err != nil {
 		return abort(nil, tmp, err)
 	}
-	snapLen, err := im.writeTo(f)
+	snapLen, err := im.writeTo(&chunkSyncer{f: f})
 	if err != nil {
 		return abort(f, tmp, err)
 	}
