@@ -633,13 +633,10 @@ func (r *Redis) AbortIdempotent(ctx context.Context, principal, key string) erro
 }
 
 func (r *Redis) openApproval(id string, rc record) (*Approval, error) {
-	var a Approval
-	if !verifyMAC(r.cfg.MACKey, "approval", id, []byte(rc.rec), rc.mac) ||
-		json.Unmarshal([]byte(rc.rec), &a) != nil || a.ID != id {
-		return nil, r.tampered("approval", id)
-	}
-	return &a, nil
+	return openRecord(r, "approval", id, rc, approvalID)
 }
+
+func approvalID(a *Approval) string { return a.ID }
 
 // CreateApproval implements Store.
 func (r *Redis) CreateApproval(ctx context.Context, a *Approval, maxPending int) (*Approval, bool, error) {
@@ -708,37 +705,17 @@ func (r *Redis) ListApprovals(ctx context.Context, state ApprovalState, limit in
 		if len(ids) == 0 {
 			break
 		}
-		pipe := r.client.Pipeline()
-		cmds := make([]*redis.SliceCmd, len(ids))
-		for i, id := range ids {
-			cmds[i] = pipe.HMGet(ctx, r.approvalKey(id), "rec", "mac")
+		list, gone, err := readRecords(ctx, r, ids, r.approvalIndexKey(), r.approvalKey, "approval", approvalID)
+		if err != nil {
+			return nil, err
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, unavailable(err)
-		}
-		var gone []any
-		for i, c := range cmds {
-			vals := c.Val()
-			rec, _ := vals[0].(string)
-			mac, _ := vals[1].(string)
-			if rec == "" {
-				gone = append(gone, ids[i])
-				continue
-			}
-			a, err := r.openApproval(ids[i], record{rec, mac})
-			if err != nil {
-				continue
-			}
+		for _, a := range list {
 			if v := approvalView(a, now); state == "" || v.State == state {
 				out = append(out, v)
 			}
 		}
-		if len(gone) > 0 {
-			if err := r.client.ZRem(ctx, r.approvalIndexKey(), gone...).Err(); err != nil {
-				return nil, unavailable(err)
-			}
-			start -= int64(len(gone))
-		}
+		// Pruned entries shift the later ones up by as many places.
+		start -= int64(gone)
 		if limit > 0 && len(out) >= limit {
 			break
 		}

@@ -45,12 +45,16 @@ func listRecords[T any](ctx context.Context, r *Redis, index string, keyOf func(
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	return readRecords(ctx, r, ids, index, keyOf, kind, idOf)
+	out, _, err := readRecords(ctx, r, ids, index, keyOf, kind, idOf)
+	return out, err
 }
 
-func readRecords[T any](ctx context.Context, r *Redis, ids []string, index string, keyOf func(string) string, kind string, idOf func(*T) string) ([]*T, error) {
+// readRecords reads and verifies the records named ids (in that order),
+// leaving out tampered ones, and prunes the index entries of vanished
+// ones; it returns how many it pruned.
+func readRecords[T any](ctx context.Context, r *Redis, ids []string, index string, keyOf func(string) string, kind string, idOf func(*T) string) ([]*T, int, error) {
 	if len(ids) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	pipe := r.client.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(ids))
@@ -58,7 +62,7 @@ func readRecords[T any](ctx context.Context, r *Redis, ids []string, index strin
 		cmds[i] = pipe.HMGet(ctx, keyOf(id), "rec", "mac")
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, unavailable(err)
+		return nil, 0, unavailable(err)
 	}
 	var out []*T
 	var gone []any
@@ -76,10 +80,10 @@ func readRecords[T any](ctx context.Context, r *Redis, ids []string, index strin
 	}
 	if len(gone) > 0 {
 		if err := r.client.ZRem(ctx, index, gone...).Err(); err != nil {
-			return nil, unavailable(err)
+			return nil, 0, unavailable(err)
 		}
 	}
-	return out, nil
+	return out, len(gone), nil
 }
 
 func standingID(s *Standing) string     { return s.ID }
