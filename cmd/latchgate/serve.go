@@ -270,6 +270,12 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if rs, ok := st.(*store.Redis); ok {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "latchgate_receipt_copies_dropped_total",
+			Help: "Receipt copies to Redis not made (queue full or Redis down); the ledger keeps every receipt.",
+		}, func() float64 { return float64(rs.ReceiptCopiesDropped()) }))
+	}
 	egMetrics, err := egress.NewPromMetrics(reg)
 	if err != nil {
 		return nil, err
