@@ -202,6 +202,9 @@ func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action,
 	if err != nil {
 		return 0, nil, errPolicyUnavailable(err)
 	}
+	if d.FromCache {
+		g.mets.cacheHits.Inc()
+	}
 	// A human is needed: a standing approval of (principal, action) may
 	// cover it. The policy decides again with input.standing_approval set.
 	var standing *store.Standing

@@ -447,3 +447,23 @@ func TestOperatorCannotTakeLeaseOutsideDev(t *testing.T) {
 	a := s.NewAgent(t)
 	wantStatus(t, a.TakeLease(nil), 403, "forbidden")
 }
+
+// TestPolicyCacheHitsCounted: the default policy's decisions are cached,
+// and the hits show in latchgate_policy_cache_hits_total.
+func TestPolicyCacheHitsCounted(t *testing.T) {
+	s := gatetest.NewServer(t)
+	a := newAgent(t, s, nil)
+	for i := range 3 {
+		wantStatus(t, a.Execute("echo", map[string]any{"n": i}, nil), 200, "")
+	}
+	r := gatetest.Do(t, s.AdminClient(), "GET", "/metrics", nil, nil)
+	var hits float64 = -1
+	for _, line := range strings.Split(string(r.Body), "\n") {
+		if v, ok := strings.CutPrefix(line, "latchgate_policy_cache_hits_total "); ok {
+			fmt.Sscan(v, &hits)
+		}
+	}
+	if hits != 2 {
+		t.Fatalf("latchgate_policy_cache_hits_total = %v after 3 executes by one agent; want 2", hits)
+	}
+}

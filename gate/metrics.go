@@ -10,6 +10,7 @@ type metrics struct {
 	decisions *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	policy    prometheus.Histogram
+	cacheHits prometheus.Counter
 	store     prometheus.Histogram
 	ledger    prometheus.Histogram
 }
@@ -30,6 +31,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "latchgate_policy_eval_seconds", Help: "Policy evaluation time.",
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .01, .1},
 		}),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "latchgate_policy_cache_hits_total",
+			Help: "Policy decisions answered from the exact decision cache (of latchgate_policy_eval_seconds_count).",
+		}),
 		store: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "latchgate_store_seconds", Help: "Store round-trip time (authentication).",
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .01, .1},
@@ -39,6 +44,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .1},
 		}),
 	}
-	reg.MustRegister(m.requests, m.decisions, m.latency, m.policy, m.store, m.ledger)
+	reg.MustRegister(m.requests, m.decisions, m.latency, m.policy, m.cacheHits, m.store, m.ledger)
 	return m
 }

@@ -25,6 +25,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -60,11 +61,20 @@ type Config struct {
 	// (the --dev default: the "*" principal may run every action).
 	// Default: false.
 	AllowAllActions bool
+	// DecisionCacheSize bounds the decision cache (cache.go): how many
+	// distinct decisions are remembered. Zero means
+	// DefaultDecisionCacheSize; negative turns the cache off. The cache is
+	// only used when the policy provably cannot tell two inputs apart that
+	// agree on the input paths it reads.
+	DecisionCacheSize int
 }
 
 func (c Config) withDefaults() Config {
 	if c.Timeout == 0 {
 		c.Timeout = 250 * time.Millisecond
+	}
+	if c.DecisionCacheSize == 0 {
+		c.DecisionCacheSize = DefaultDecisionCacheSize
 	}
 	return c
 }
@@ -166,6 +176,8 @@ type Decision struct {
 	Allow           bool     `json:"allow"`
 	PendingApproval bool     `json:"pending_approval"`
 	DenyReasons     []string `json:"deny_reasons"`
+	// FromCache is true when the decision came from the decision cache.
+	FromCache bool `json:"-"`
 }
 
 // Engine is a compiled, tested, immutable policy.
@@ -178,6 +190,9 @@ type Engine struct {
 	compiler *ast.Compiler
 	store    storage.Store
 	log      zerolog.Logger
+	plan     cachePlan
+	cache    *decisionCache // nil when off
+	keyPool  sync.Pool      // *[]byte
 }
 
 // Deps are the Engine's collaborators.
@@ -255,6 +270,13 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		compiler: compiler, store: store, log: deps.Logger,
 		version: versionOf(modules, rawData, cfg.AllowAllActions),
 	}
+	e.plan = planCache(compiler.Modules, builtinsByName(caps))
+	switch {
+	case cfg.DecisionCacheSize < 0:
+		e.plan.reason = "turned off by configuration"
+	case e.plan.reason == "":
+		e.cache = newDecisionCache(cfg.DecisionCacheSize)
+	}
 	results, err := e.Test(ctx)
 	if err != nil {
 		return nil, err
@@ -278,6 +300,34 @@ func (e *Engine) Decide(ctx context.Context, in *Input, now time.Time) (Decision
 	if err != nil {
 		return Decision{}, fmt.Errorf("%w: input: %v", ErrUnavailable, err)
 	}
+	if e.cache == nil {
+		return e.eval(ctx, val, now)
+	}
+	bp, _ := e.keyPool.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	defer e.keyPool.Put(bp)
+	key, err := e.plan.appendKey((*bp)[:0], val)
+	if err != nil {
+		return Decision{}, fmt.Errorf("%w: input: %v", ErrUnavailable, err)
+	}
+	*bp = key
+	if d, ok := e.cache.get(key); ok {
+		d = d.clone()
+		d.FromCache = true
+		return d, nil
+	}
+	d, err := e.eval(ctx, val, now)
+	if err != nil {
+		return Decision{}, err
+	}
+	e.cache.put(key, d.clone())
+	return d, nil
+}
+
+// eval runs the prepared query.
+func (e *Engine) eval(ctx context.Context, val ast.Value, now time.Time) (Decision, error) {
 	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(val), rego.EvalTime(now))
 	if err != nil {
 		return Decision{}, fmt.Errorf("%w: eval: %v", ErrUnavailable, err)
@@ -286,6 +336,20 @@ func (e *Engine) Decide(ctx context.Context, in *Input, now time.Time) (Decision
 		return Decision{}, fmt.Errorf("%w: undefined decision", ErrUnavailable)
 	}
 	return parseDecision(rs[0].Expressions[0].Value)
+}
+
+// DecisionCache reports whether decisions are cached and, if so, which
+// input paths the key is made of; if not, why not.
+func (e *Engine) DecisionCache() (on bool, paths []string, reason string) {
+	for _, p := range e.plan.paths {
+		paths = append(paths, p.String())
+	}
+	return e.cache != nil, paths, e.plan.reason
+}
+
+func (d Decision) clone() Decision {
+	d.DenyReasons = slices.Clone(d.DenyReasons)
+	return d
 }
 
 // parseDecision turns the evaluated value into a Decision, refusing any
@@ -356,6 +420,14 @@ func capabilities() *ast.Capabilities {
 	})
 	caps.AllowNet = []string{}
 	return caps
+}
+
+func builtinsByName(caps *ast.Capabilities) map[string]*ast.Builtin {
+	m := make(map[string]*ast.Builtin, len(caps.Builtins))
+	for _, b := range caps.Builtins {
+		m[b.Name] = b
+	}
+	return m
 }
 
 // readSources returns the Rego modules (by file name) and data.json bytes.

@@ -164,18 +164,28 @@ func TestEmbeddedPolicyTestsPass(t *testing.T) {
 	}
 }
 
+// BenchmarkDecide measures one decision: "cached" is a hit in the
+// decision cache (the gate's steady state: the same agent asking for the
+// same action), "uncached" a full OPA evaluation.
 func BenchmarkDecide(b *testing.B) {
-	e, err := New(Config{FS: definitions.Policies, AllowAllActions: true}, Deps{Logger: zerolog.Nop()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	in := baseInput()
-	now := time.Now()
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := e.Decide(ctx, in, now); err != nil {
-			b.Fatal(err)
-		}
+	for _, bc := range []struct {
+		name string
+		size int
+	}{{"cached", 0}, {"uncached", -1}} {
+		b.Run(bc.name, func(b *testing.B) {
+			e, err := New(Config{FS: definitions.Policies, AllowAllActions: true, DecisionCacheSize: bc.size}, Deps{Logger: zerolog.Nop()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			in := baseInput()
+			now := time.Now()
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := e.Decide(ctx, in, now); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -86,6 +86,9 @@ type fileConfig struct {
 	} `yaml:"webhook_delivery"`
 	Policy struct {
 		Timeout time.Duration `yaml:"timeout"` // default 250ms
+		// DecisionCacheSize bounds the exact decision cache; default 4096,
+		// negative turns it off (see policy/cache.go).
+		DecisionCacheSize int `yaml:"decision_cache_size"`
 	} `yaml:"policy"`
 	Egress struct {
 		AllowCIDRs []string `yaml:"allow_cidrs"` // TEST ONLY: reach denied ranges

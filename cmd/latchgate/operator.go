@@ -579,7 +579,13 @@ func newPolicyCheckCmd() *cobra.Command {
 		Short: "Compile a policy directory and run its tests without a gate",
 		Long: `Check compiles the policy (as the gate would at start or reload) and runs its
 *_test.rego tests. Exits 1 if it does not compile or a test fails; use it
-before "latchgate policy reload".`,
+before "latchgate policy reload".
+
+It also says whether the gate will cache this policy's decisions. It does
+when the policy reads input only through constant paths
+(input.action.id, input.lease.scopes[_]) and calls no built-in that reads
+the clock, randomness or the network; the decision is then a function of
+those paths, and the cache is exact.`,
 		Example: "  latchgate policy check --policy-dir /etc/latchgate/policy",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -603,6 +609,11 @@ before "latchgate policy reload".`,
 				return &exitError{code: 1, err: fmt.Errorf("%d policy test(s) failed", fail)}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "policy %s OK: compiles, %d tests pass\n", e.Version(), len(res))
+			if on, paths, why := e.DecisionCache(); on {
+				fmt.Fprintf(cmd.OutOrStdout(), "decisions cached by %s\n", strings.Join(paths, ", "))
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "decisions not cached: %s\n", why)
+			}
 			return nil
 		},
 	}

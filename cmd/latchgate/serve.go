@@ -307,9 +307,14 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 		if err != nil {
 			return nil, err
 		}
-		pol, err := policy.New(policy.Config{FS: definitions.Policies, Dir: cfg.PolicyDir, Timeout: cfg.Policy.Timeout, AllowAllActions: cfg.Dev && cfg.PolicyDir == ""}, policy.Deps{Logger: log})
+		pol, err := policy.New(policy.Config{FS: definitions.Policies, Dir: cfg.PolicyDir, Timeout: cfg.Policy.Timeout, AllowAllActions: cfg.Dev && cfg.PolicyDir == "", DecisionCacheSize: cfg.Policy.DecisionCacheSize}, policy.Deps{Logger: log})
 		if err != nil {
 			return nil, err
+		}
+		if on, paths, why := pol.DecisionCache(); on {
+			log.Info().Str("policy_version", pol.Version()).Strs("key_paths", paths).Msg("policy decision cache on")
+		} else {
+			log.Info().Str("policy_version", pol.Version()).Str("reason", why).Msg("policy decision cache off")
 		}
 		return &gate.Snapshot{Actions: reg, Policy: pol}, nil
 	}

@@ -44,9 +44,9 @@ needs_human if input.action.risk_level in {"high", "critical"}
 
 needs_human if count(input.request.unresolved_domains) > 0
 
-human_decided if object.get(input, "approval", null) != null
+human_decided if input.approval != null
 
-human_decided if object.get(input, "standing_approval", null) != null
+human_decided if input.standing_approval != null
 
 allow if {
 	count(deny_reasons) == 0
