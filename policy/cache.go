@@ -219,28 +219,57 @@ func (c *decisionCache) len() int {
 	return len(c.m)
 }
 
-// appendKey appends the canonical text of val at every path of p: an
-// absent path is "!", a present one its value's text. Quoted strings
-// cannot contain a raw newline, so the newline separates values
-// unambiguously.
-func (p *cachePlan) appendKey(buf []byte, val ast.Value) ([]byte, error) {
-	for _, path := range p.paths {
-		v, err := val.Find(path[1:])
+// appendKey appends the key of in: for every path of p, "!" when the path
+// is absent and "=" and the canonical text of its value when present, each
+// followed by a newline. Quoted strings cannot contain a raw newline, so
+// the newline separates values unambiguously. Only the members on the
+// paths are built (inputSchema.find); an input with a string that is not
+// valid UTF-8 is keyed through its JSON form, as inputValue evaluates it.
+func (p *cachePlan) appendKey(buf []byte, in *Input) ([]byte, error) {
+	if !in.validUTF8() {
+		val, err := inputValueJSON(in)
 		if err != nil {
-			buf = append(buf, '!', '\n')
-			continue
+			return nil, err
 		}
-		buf = append(buf, '=')
-		if at, ok := v.(textAppender); ok {
-			if buf, err = at.AppendText(buf); err != nil {
-				return nil, err
-			}
-		} else {
-			buf = append(buf, v.String()...)
+		return p.appendValueKey(buf, val)
+	}
+	for _, path := range p.paths {
+		v, ok, err := inputSchema.find(in, path[1:])
+		if err != nil {
+			return nil, err
 		}
-		buf = append(buf, '\n')
+		if buf, err = appendKeyValue(buf, v, ok); err != nil {
+			return nil, err
+		}
 	}
 	return buf, nil
+}
+
+// appendValueKey is appendKey over an input value already built.
+func (p *cachePlan) appendValueKey(buf []byte, val ast.Value) ([]byte, error) {
+	for _, path := range p.paths {
+		v, err := val.Find(path[1:])
+		if buf, err = appendKeyValue(buf, v, err == nil); err != nil {
+			return nil, err
+		}
+	}
+	return buf, nil
+}
+
+func appendKeyValue(buf []byte, v ast.Value, ok bool) ([]byte, error) {
+	if !ok {
+		return append(buf, '!', '\n'), nil
+	}
+	buf = append(buf, '=')
+	if at, ok := v.(textAppender); ok {
+		var err error
+		if buf, err = at.AppendText(buf); err != nil {
+			return nil, err
+		}
+	} else {
+		buf = append(buf, v.String()...)
+	}
+	return append(buf, '\n'), nil
 }
 
 type textAppender interface {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // cachePolicy is a policy directory with one module whose decision rule
@@ -251,5 +253,56 @@ func TestBuiltinsReviewed(t *testing.T) {
 			}
 		}
 		t.Fatalf("the built-ins changed (new: %v). Review each for purity (impureBuiltins in cache.go), then rerun with -update-builtins", added)
+	}
+}
+
+// TestCacheKeyMatchesValue: the key built from the schema, member by
+// member, is the key of the full input value, for every path the schema
+// has and for paths into arrays, raw JSON, optional and unknown members.
+func TestCacheKeyMatchesValue(t *testing.T) {
+	var paths []ast.Ref
+	var walk func(m *member, prefix ast.Ref)
+	walk = func(m *member, prefix ast.Ref) {
+		paths = append(paths, prefix)
+		for i := range m.members {
+			walk(&m.members[i], append(prefix.Copy(), ast.StringTerm(m.members[i].name)))
+		}
+	}
+	walk(&inputSchema, ast.Ref{ast.InputRootDocument})
+	for _, extra := range []string{
+		"input.lease.scopes[0]", "input.lease.scopes[7]", `input.request.args.message`, `input.request.args.l[1]`,
+		"input.standing_approval.id", "input.approval.approval_id", "input.nope", "input.action.nope",
+		"input.principal.x", `input.budget.calls_remaining`, "input.time[0]",
+	} {
+		paths = append(paths, ast.MustParseRef(extra))
+	}
+	plan := cachePlan{paths: paths}
+	n := int64(3)
+	inputs := []*Input{
+		{},
+		baseInput(),
+		{Principal: "agent:\"q\"\n", Action: Action{ID: "echo", RequiredScopes: []string{"a", "b"}},
+			Request:          Request{Args: json.RawMessage(`{"message":"hé","l":[1,null,true],"o":{"b":1,"a":2}}`)},
+			Budget:           Budget{CallsRemaining: &n},
+			StandingApproval: json.RawMessage(`{"id":"s1"}`),
+			Approval:         &Approval{ApprovalID: "ap", ApprovedBy: "uid:0"}},
+		{Principal: "bad\xff", Lease: Lease{Scopes: []string{"\xc3", "ok"}}},
+	}
+	for i, in := range inputs {
+		got, err := plan.appendKey(nil, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		val, err := inputValue(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := plan.appendValueKey(nil, val)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("input %d: schema key\n%s\nvalue key\n%s", i, got, want)
+		}
 	}
 }

@@ -294,21 +294,15 @@ func (e *Engine) Version() string { return e.version }
 
 // Decide evaluates the decision for in. Every failure wraps ErrUnavailable.
 func (e *Engine) Decide(ctx context.Context, in *Input, now time.Time) (Decision, error) {
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
-	defer cancel()
-	val, err := inputValue(in)
-	if err != nil {
-		return Decision{}, fmt.Errorf("%w: input: %v", ErrUnavailable, err)
-	}
 	if e.cache == nil {
-		return e.eval(ctx, val, now)
+		return e.eval(ctx, in, now)
 	}
 	bp, _ := e.keyPool.Get().(*[]byte)
 	if bp == nil {
 		bp = new([]byte)
 	}
 	defer e.keyPool.Put(bp)
-	key, err := e.plan.appendKey((*bp)[:0], val)
+	key, err := e.plan.appendKey((*bp)[:0], in)
 	if err != nil {
 		return Decision{}, fmt.Errorf("%w: input: %v", ErrUnavailable, err)
 	}
@@ -318,7 +312,7 @@ func (e *Engine) Decide(ctx context.Context, in *Input, now time.Time) (Decision
 		d.FromCache = true
 		return d, nil
 	}
-	d, err := e.eval(ctx, val, now)
+	d, err := e.eval(ctx, in, now)
 	if err != nil {
 		return Decision{}, err
 	}
@@ -327,7 +321,13 @@ func (e *Engine) Decide(ctx context.Context, in *Input, now time.Time) (Decision
 }
 
 // eval runs the prepared query.
-func (e *Engine) eval(ctx context.Context, val ast.Value, now time.Time) (Decision, error) {
+func (e *Engine) eval(ctx context.Context, in *Input, now time.Time) (Decision, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.Timeout)
+	defer cancel()
+	val, err := inputValue(in)
+	if err != nil {
+		return Decision{}, fmt.Errorf("%w: input: %v", ErrUnavailable, err)
+	}
 	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(val), rego.EvalTime(now))
 	if err != nil {
 		return Decision{}, fmt.Errorf("%w: eval: %v", ErrUnavailable, err)
