@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // BenchmarkAppend measures durable appends from many goroutines sharing
@@ -44,5 +47,42 @@ func BenchmarkSignHash(b *testing.B) {
 		if _, err := s.seal(unsigned); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkIndexGetNewID measures the duplicate check every receipt
+// append makes: the lookup of an id that is not there yet, newer than
+// every indexed one (receipt ids are UUIDv7), with the index spread over
+// runs as in a gate that has run for a while.
+func BenchmarkIndexGetNewID(b *testing.B) {
+	x := newDiskIDIndex(OSFS{}, b.TempDir(), "bench", 1024, zerolog.Nop())
+	b.Cleanup(x.close)
+	t := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)
+	v7 := func(i int) string {
+		ms := t.Add(time.Duration(i) * time.Millisecond).UnixMilli()
+		return fmt.Sprintf("%08x-%04x-7abc-8def-%012x", ms>>16, ms&0xffff, i)
+	}
+	const n = 40 * 1024
+	for i := range n {
+		x.put(v7(i), int64(i))
+		x.flush()
+	}
+	for {
+		if a, _ := x.pickMerge(); a == nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	x.mu.RLock()
+	b.ReportMetric(float64(len(x.runs)), "runs")
+	x.mu.RUnlock()
+	none := func(int64) (bool, error) { return false, nil }
+	b.ReportAllocs()
+	i := n
+	for b.Loop() {
+		if _, ok, err := x.get(v7(i), none); ok || err != nil {
+			b.Fatal(ok, err)
+		}
+		i++
 	}
 }

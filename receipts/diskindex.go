@@ -84,10 +84,18 @@ type idRun struct {
 	path   string
 	n      int
 	fences []uuidKey // key of entry i*runBlock
+	last   uuidKey   // key of the last entry (the first is fences[0])
 }
 
-// find returns the offsets stored for k in the run, ascending.
+// find returns the offsets stored for k in the run, ascending. A key
+// outside the run's range reads nothing: receipt ids are UUIDv7, so the
+// duplicate check of every new receipt is newer than every run. Without
+// this, that check read one 3 KiB block per run: ≈ 2% of the gate's CPU
+// after 8 minutes at 800/s in a soak, growing with the number of runs.
 func (r *idRun) find(k uuidKey) ([]int64, error) {
+	if r.n == 0 || bytes.Compare(k[:], r.fences[0][:]) < 0 || bytes.Compare(k[:], r.last[:]) > 0 {
+		return nil, nil
+	}
 	b := sort.Search(len(r.fences), func(i int) bool { return bytes.Compare(r.fences[i][:], k[:]) >= 0 })
 	if b > 0 {
 		b-- // equal keys may start in the block before the first fence >= k
@@ -124,6 +132,7 @@ func (w *runWriter) add(e runEntry) error {
 	if w.r.n%runBlock == 0 {
 		w.r.fences = append(w.r.fences, e.key)
 	}
+	w.r.last = e.key
 	copy(w.buf[:16], e.key[:])
 	binary.BigEndian.PutUint64(w.buf[16:], uint64(e.off))
 	w.r.n++

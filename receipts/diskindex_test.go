@@ -455,3 +455,45 @@ func TestDiskIndexMemoryPerRecord(t *testing.T) {
 		t.Errorf("index sizes = %d receipts, %d audit entries, want %d each", got, audit, n)
 	}
 }
+
+// unreadable is a run file that fails every read.
+type unreadable struct{ File }
+
+func (unreadable) ReadAt([]byte, int64) (int, error) { return 0, errors.New("read") }
+
+// TestDiskIndexRunRangeSkipsReads: a key outside a run's [first, last]
+// range is answered without reading the run (the duplicate check of every
+// new receipt, whose UUIDv7 id is newer than every run), and a key inside
+// it still reads the run.
+func TestDiskIndexRunRangeSkipsReads(t *testing.T) {
+	x := newDiskIDIndex(OSFS{}, t.TempDir(), "range", 4, zerolog.Nop())
+	defer x.close()
+	for i := 10; i < 30; i++ {
+		x.put(uuidFor(i), int64(i))
+		x.flush()
+	}
+	waitIdle := func() {
+		for range 500 {
+			if a, _ := x.pickMerge(); a == nil {
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		t.Fatal("merges did not finish")
+	}
+	waitIdle()
+	x.mu.Lock()
+	for _, r := range x.runs {
+		r.f = unreadable{r.f}
+	}
+	x.mu.Unlock()
+	none := func(int64) (bool, error) { return false, nil }
+	for _, id := range []string{uuidFor(5), uuidFor(31), "0190d6a4-ffff-7abc-8def-ffffffffffff", "00000000-0000-7000-8000-000000000000"} {
+		if _, ok, err := x.get(id, none); ok || err != nil {
+			t.Errorf("get(%s) outside every run = %v, %v; want not found without a read", id, ok, err)
+		}
+	}
+	if _, _, err := x.get(uuidFor(17), none); err == nil {
+		t.Error("get of a key inside a run did not read it")
+	}
+}
