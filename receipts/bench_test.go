@@ -74,7 +74,7 @@ func BenchmarkIndexGetNewID(b *testing.B) {
 		time.Sleep(time.Millisecond)
 	}
 	x.mu.RLock()
-	b.ReportMetric(float64(len(x.runs)), "runs")
+	runs := len(x.runs)
 	x.mu.RUnlock()
 	none := func(int64) (bool, error) { return false, nil }
 	b.ReportAllocs()
@@ -85,4 +85,5 @@ func BenchmarkIndexGetNewID(b *testing.B) {
 		}
 		i++
 	}
+	b.ReportMetric(float64(runs), "runs")
 }
