@@ -282,6 +282,12 @@ func (x *diskIDIndex) writeRun(entries []runEntry) (*idRun, error) {
 			break
 		}
 	}
+	return x.finish(rw, err)
+}
+
+// finish flushes a run that was written without error (err == nil) and
+// returns it; otherwise, or if the flush fails, it removes the file.
+func (x *diskIDIndex) finish(rw *runWriter, err error) (*idRun, error) {
 	if err == nil {
 		err = rw.w.Flush()
 	}
@@ -396,14 +402,7 @@ func (x *diskIDIndex) merge(a, b *idRun) (*idRun, error) {
 	if err == nil && rw.r.n != a.n+b.n {
 		err = fmt.Errorf("merged %d entries, want %d", rw.r.n, a.n+b.n)
 	}
-	if err == nil {
-		err = rw.w.Flush()
-	}
-	if err != nil {
-		x.discard(rw.r)
-		return nil, err
-	}
-	return rw.r, nil
+	return x.finish(rw, err)
 }
 
 // close stops the merger and closes the run files (they are deleted by the
