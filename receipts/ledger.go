@@ -163,6 +163,10 @@ type Deps struct {
 	// once it is durable, as stored (the bytes must not be changed). It
 	// must not block: the Redis store queues a copy for other gates.
 	OnReceipt func(id string, raw []byte)
+	// ObserveCommit, when set, is given the duration of every group
+	// commit's write and fsync (with the store's sync beside it). It must
+	// not block.
+	ObserveCommit func(time.Duration)
 }
 
 // loc is where a record's bytes are in the ledger file.
@@ -198,9 +202,10 @@ type Ledger struct {
 	syncer Syncer
 	fs     FS
 
-	onReceipt func(id string, raw []byte)
-	rnd       func([]byte) error
-	file      File // O_APPEND; written only by the writer, read with ReadAt under mu.RLock
+	onReceipt     func(id string, raw []byte)
+	observeCommit func(time.Duration)
+	rnd           func([]byte) error
+	file          File // O_APPEND; written only by the writer, read with ReadAt under mu.RLock
 
 	signer atomic.Pointer[signer]
 	keys   atomic.Pointer[map[string]ed25519.PublicKey]
@@ -258,21 +263,22 @@ func Open(cfg Config, deps Deps) (*Ledger, error) {
 		deps.FS = OSFS{}
 	}
 	l := &Ledger{
-		cfg:          cfg,
-		clock:        deps.Clock,
-		log:          deps.Logger.With().Str("component", "receipts").Logger(),
-		syncer:       deps.Syncer,
-		onReceipt:    deps.OnReceipt,
-		fs:           deps.FS,
-		rnd:          func(b []byte) error { _, err := rand.Read(b); return err },
-		ops:          make(chan *op, opsQueue),
-		quit:         make(chan struct{}),
-		writerDone:   make(chan struct{}),
-		headWriterCh: make(chan struct{}, 1),
-		headDone:     make(chan struct{}),
-		headStop:     make(chan struct{}),
-		pendingIDs:   map[string]struct{}{},
-		audit:        newAuditIndex(cfg.AuditInternCap),
+		cfg:           cfg,
+		clock:         deps.Clock,
+		log:           deps.Logger.With().Str("component", "receipts").Logger(),
+		syncer:        deps.Syncer,
+		onReceipt:     deps.OnReceipt,
+		observeCommit: deps.ObserveCommit,
+		fs:            deps.FS,
+		rnd:           func(b []byte) error { _, err := rand.Read(b); return err },
+		ops:           make(chan *op, opsQueue),
+		quit:          make(chan struct{}),
+		writerDone:    make(chan struct{}),
+		headWriterCh:  make(chan struct{}, 1),
+		headDone:      make(chan struct{}),
+		headStop:      make(chan struct{}),
+		pendingIDs:    map[string]struct{}{},
+		audit:         newAuditIndex(cfg.AuditInternCap),
 	}
 	if err := l.fs.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("receipts: create dir: %w", err)
@@ -789,7 +795,12 @@ func (l *Ledger) commit(batch []*op) {
 			st[i].err = l.stageAudit(buf, start, s, o.audit, &atip, &st[i])
 		}
 	}
-	if err := l.persist(buf.Bytes(), start, syncStore); err != nil {
+	t0 := time.Now()
+	err := l.persist(buf.Bytes(), start, syncStore)
+	if l.observeCommit != nil && buf.Len() > 0 {
+		l.observeCommit(time.Since(t0))
+	}
+	if err != nil {
 		for i := range st {
 			if st[i].err == nil {
 				st[i].err = err

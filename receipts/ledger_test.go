@@ -904,3 +904,31 @@ func TestStoreSyncPerCommit(t *testing.T) {
 		})
 	}
 }
+
+// TestObserveCommit: Deps.ObserveCommit sees one duration per group
+// commit that wrote something.
+func TestObserveCommit(t *testing.T) {
+	var mu sync.Mutex
+	var seen []time.Duration
+	l, err := Open(Config{Dir: t.TempDir(), GateID: "gate-test"}, Deps{Clock: clock.NewFake(t0), Logger: zerolog.Nop(),
+		ObserveCommit: func(d time.Duration) { mu.Lock(); seen = append(seen, d); mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := range 3 {
+		if _, err := l.Append(context.Background(), sampleReceipt(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 3 {
+		t.Fatalf("%d commits observed for 3 sequential appends, want 3", len(seen))
+	}
+	for _, d := range seen {
+		if d <= 0 {
+			t.Fatalf("observed %v", seen)
+		}
+	}
+}

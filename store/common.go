@@ -23,6 +23,9 @@ type Deps struct {
 	// Logger receives tampering and maintenance events. Optional (the zero
 	// Logger discards).
 	Logger zerolog.Logger
+	// ObserveFsync, when set, is given the duration of every fsync of the
+	// embedded store's journal (Redis does not fsync). It must not block.
+	ObserveFsync func(time.Duration)
 }
 
 func (d Deps) validate() error {

@@ -491,3 +491,28 @@ func TestEmbeddedReadsMarshalJournal(t *testing.T) {
 	}
 	check(openQuiet(t, dir, clk)) // the snapshot written by appendLine
 }
+
+// TestEmbeddedObserveFsync: Deps.ObserveFsync sees every fsync of the
+// journal, and only real ones (a Sync with nothing new does not fsync).
+func TestEmbeddedObserveFsync(t *testing.T) {
+	clk := clock.NewFake(testStart())
+	var seen []time.Duration
+	e, err := OpenEmbedded(EmbeddedConfig{Dir: t.TempDir(), SyncInterval: time.Hour, SweepInterval: time.Hour},
+		Deps{Clock: clk, Logger: zerolog.Nop(), ObserveFsync: func(d time.Duration) { seen = append(seen, d) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	s := mustSession(t, e, clk, "alice")
+	if err := auth(e, clk, s, s.JKT, uuid.NewString()); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := e.Sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(seen) != 1 || seen[0] <= 0 {
+		t.Fatalf("observed fsyncs %v after one dirty and one clean Sync, want one positive duration", seen)
+	}
+}

@@ -147,13 +147,14 @@ const flushBytes = 64 << 10
 //     Close fail. Lines buffered before the failure stay applied in memory
 //     but are never reported durable.
 type Embedded struct {
-	cfg   EmbeddedConfig
-	clock clock.Clock
-	log   zerolog.Logger
-	path  string
-	lockf *os.File
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	cfg          EmbeddedConfig
+	clock        clock.Clock
+	log          zerolog.Logger
+	observeFsync func(time.Duration) // optional: Deps.ObserveFsync
+	path         string
+	lockf        *os.File
+	stop         chan struct{}
+	wg           sync.WaitGroup
 
 	// syncMu serializes fsync and compaction. Lock order: syncMu, then mu.
 	syncMu sync.Mutex
@@ -214,6 +215,7 @@ func OpenEmbedded(cfg EmbeddedConfig, deps Deps) (*Embedded, error) {
 		cfg:             cfg,
 		clock:           deps.Clock,
 		log:             deps.Logger.With().Str("component", "store").Logger(),
+		observeFsync:    deps.ObserveFsync,
 		path:            filepath.Join(cfg.Dir, journalName),
 		lockf:           lockf,
 		stop:            make(chan struct{}),
@@ -1046,7 +1048,12 @@ func (e *Embedded) syncHoldingSyncMu() error {
 	if !dirty || f == nil {
 		return nil
 	}
-	if err := f.Sync(); err != nil {
+	t0 := time.Now()
+	err := f.Sync()
+	if e.observeFsync != nil {
+		e.observeFsync(time.Since(t0))
+	}
+	if err != nil {
 		e.mu.Lock()
 		e.dirty = true
 		if e.broken == nil {

@@ -238,7 +238,26 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 
 	var st store.Store
 	mode := "embedded"
+	// fsync time is where a slow disk shows first (BENCHMARKS.md, "Memory
+	// over time"): operators can tell a disk stall from a slow gate.
+	fsyncBuckets := []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}
+	commitHist := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "latchgate_ledger_commit_seconds",
+		Help:    "Ledger group commits: write and fsync of the ledger, with the store journal's fsync beside it.",
+		Buckets: fsyncBuckets,
+	})
+	storeFsyncHist := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "latchgate_store_fsync_seconds",
+		Help:    "fsyncs of the embedded store's journal.",
+		Buckets: fsyncBuckets,
+	})
+	observe := func(h prometheus.Histogram) func(time.Duration) {
+		return func(d time.Duration) { h.Observe(d.Seconds()) }
+	}
 	sdeps := store.Deps{Clock: clk, Logger: log.With().Str("component", "store").Logger()}
+	if cfg.RedisURL == "" {
+		sdeps.ObserveFsync = observe(storeFsyncHist)
+	}
 	if cfg.RedisURL != "" {
 		mode = "redis"
 		// go-redis logs pool errors through a process-wide logger; route it
@@ -258,7 +277,7 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 			return nil, err
 		}
 	}
-	ldeps := receipts.Deps{Clock: clk, Logger: log.With().Str("component", "ledger").Logger(), Syncer: st}
+	ldeps := receipts.Deps{Clock: clk, Logger: log.With().Str("component", "ledger").Logger(), Syncer: st, ObserveCommit: observe(commitHist)}
 	if rs, ok := st.(*store.Redis); ok {
 		ldeps.OnReceipt = rs.CopyReceipt // other gates sharing Redis serve our receipts
 	}
@@ -269,7 +288,10 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), commitHist)
+	if cfg.RedisURL == "" {
+		reg.MustRegister(storeFsyncHist)
+	}
 	if rs, ok := st.(*store.Redis); ok {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "latchgate_receipt_copies_dropped_total",

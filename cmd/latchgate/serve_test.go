@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -577,5 +578,45 @@ func TestTCPListener(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("admin route over TCP = %d, want 404", resp.StatusCode)
+	}
+}
+
+// TestFsyncMetrics: a real gate exports how long its ledger commits and
+// its store journal's fsyncs take, so a slow disk can be told from a slow
+// gate.
+func TestFsyncMetrics(t *testing.T) {
+	p := startGate(t, t.TempDir())
+	p.waitReady(t)
+	c, err := sdk.New(sdk.WithSocket(p.socket), sdk.WithAgentID("fsync"), sdk.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Execute(context.Background(), "echo", map[string]any{"x": 1}); err != nil {
+		t.Fatal(err)
+	}
+	count := func(name string) float64 {
+		resp, err := unixHTTP(p.admin).Get("http://localhost/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, name+"_count "); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				return f
+			}
+		}
+		t.Fatalf("/metrics has no %s", name)
+		return 0
+	}
+	// The intent and the receipt are two group commits; the intent's
+	// commit fsyncs the store journal beside the ledger.
+	if n := count("latchgate_ledger_commit_seconds"); n < 2 {
+		t.Errorf("latchgate_ledger_commit_seconds_count = %v after one execute, want >= 2", n)
+	}
+	if n := count("latchgate_store_fsync_seconds"); n < 1 {
+		t.Errorf("latchgate_store_fsync_seconds_count = %v after one execute, want >= 1", n)
 	}
 }
