@@ -68,7 +68,7 @@ func BenchmarkIndexGetNewID(b *testing.B) {
 		x.flush()
 	}
 	for {
-		if a, _ := x.pickMerge(); a == nil {
+		if x.idle() {
 			break
 		}
 		time.Sleep(time.Millisecond)

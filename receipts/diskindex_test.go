@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,14 +81,22 @@ func (fx *diskFixture) add(t *testing.T, l *Ledger, from, to int) {
 func waitMerged(t *testing.T, l *Ledger) {
 	t.Helper()
 	for range 500 {
-		a, _ := l.byID.pickMerge()
-		b, _ := l.byApproval.pickMerge()
-		if a == nil && b == nil {
+		if l.byID.idle() && l.byApproval.idle() {
 			return
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 	t.Fatal("index merges did not finish")
+}
+
+// idle reports whether the merger has nothing left to do: every frozen
+// window written, no runs to merge.
+func (x *diskIDIndex) idle() bool {
+	x.mu.RLock()
+	frozen := len(x.frozen)
+	x.mu.RUnlock()
+	a, _ := x.pickMerge()
+	return frozen == 0 && a == nil
 }
 
 func (fx *diskFixture) check(t *testing.T, l *Ledger) {
@@ -474,7 +483,7 @@ func TestDiskIndexRunRangeSkipsReads(t *testing.T) {
 	}
 	waitIdle := func() {
 		for range 500 {
-			if a, _ := x.pickMerge(); a == nil {
+			if x.idle() {
 				return
 			}
 			time.Sleep(2 * time.Millisecond)
@@ -496,4 +505,70 @@ func TestDiskIndexRunRangeSkipsReads(t *testing.T) {
 	if _, _, err := x.get(uuidFor(17), none); err == nil {
 		t.Error("get of a key inside a run did not read it")
 	}
+}
+
+// heldRunsFS holds every run file's creation until release is closed.
+type heldRunsFS struct {
+	OSFS
+	release chan struct{}
+}
+
+func (h heldRunsFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
+	if strings.HasSuffix(name, ".run") {
+		<-h.release
+	}
+	return h.OSFS.OpenFile(name, flag, perm)
+}
+
+// TestDiskIndexFlushDoesNotWrite: a full window is frozen and written by
+// the merger, so the ledger's writer never waits for a run to be sorted
+// and written; lookups find the frozen entries meanwhile and the run
+// afterwards.
+func TestDiskIndexFlushDoesNotWrite(t *testing.T) {
+	fs := heldRunsFS{release: make(chan struct{})}
+	x := newDiskIDIndex(fs, t.TempDir(), "held", 4, zerolog.Nop())
+	released := false
+	defer func() {
+		if !released {
+			close(fs.release)
+		}
+		x.close()
+	}()
+	flushed := make(chan struct{})
+	go func() {
+		defer close(flushed)
+		for i := range 2 * 4 { // two full windows: frozen, not written (maxFrozen is 2)
+			x.put(uuidFor(i), int64(i))
+			x.flush()
+		}
+	}()
+	select {
+	case <-flushed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("flush waited for a run file while the merger could not write it")
+	}
+	check := func(when string) {
+		for i := range 2 * 4 {
+			match := func(off int64) (bool, error) { return off == int64(i), nil }
+			if off, ok, err := x.get(uuidFor(i), match); !ok || err != nil || off != int64(i) {
+				t.Fatalf("%s: get(%d) = %d, %v, %v", when, i, off, ok, err)
+			}
+		}
+	}
+	check("frozen")
+	close(fs.release)
+	released = true
+	for range 500 {
+		if x.idle() {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	x.mu.RLock()
+	frozen, runs := len(x.frozen), len(x.runs)
+	x.mu.RUnlock()
+	if frozen != 0 || runs == 0 {
+		t.Fatalf("after release: %d frozen windows, %d runs; want 0 and > 0", frozen, runs)
+	}
+	check("written")
 }
