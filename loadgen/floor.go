@@ -107,6 +107,16 @@ func MeasureFloor(ctx context.Context, iterations int) (*Floor, error) {
 	return f, nil
 }
 
+// MeanFloor is the piecewise mean of two measurements of the floor.
+func MeanFloor(a, b *Floor) *Floor {
+	return &Floor{
+		VerifyProofUS: (a.VerifyProofUS + b.VerifyProofUS) / 2,
+		SignReceiptUS: (a.SignReceiptUS + b.SignReceiptUS) / 2,
+		PolicyUS:      (a.PolicyUS + b.PolicyUS) / 2,
+		TotalUS:       (a.TotalUS + b.TotalUS) / 2,
+	}
+}
+
 // EchoPolicyInput is the policy input the gate builds for a bench execute.
 func EchoPolicyInput(now time.Time) *policy.Input {
 	calls := int64(1000)

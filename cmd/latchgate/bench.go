@@ -43,7 +43,11 @@ type benchSummary struct {
 	GateRSSBytes     int64          `json:"gate_rss_bytes"`
 	FloorUS          float64        `json:"floor_us"`
 	Floor            *loadgen.Floor `json:"floor"`
-	RatioToFloor     float64        `json:"ratio_to_floor"`
+	// The floor is measured before and after the run and averaged (this
+	// VM's speed drifts); both totals are reported.
+	FloorBeforeUS float64 `json:"floor_before_us"`
+	FloorAfterUS  float64 `json:"floor_after_us"`
+	RatioToFloor  float64 `json:"ratio_to_floor"`
 	// RatioToCrypto is gate CPU per execute / (ES256 verification + Ed25519
 	// signature), the floor without the policy.
 	RatioToCrypto float64 `json:"ratio_to_crypto"`
@@ -78,9 +82,10 @@ temporary state directory (--redis-url: on that Redis, under a fresh key
 prefix) and measures that child's CPU time from /proc. With --socket it
 targets a running gate; give --pid for its CPU time.
 
-It also measures the floor in-process: one ES256 proof verification, one
-Ed25519 receipt signature and one policy evaluation, with the gate's own
-packages. ratio_to_floor = gate CPU per execute / floor.`,
+It also measures the floor in-process, before and after the run (the mean
+is used): one ES256 proof verification, one Ed25519 receipt signature and
+one full policy evaluation, with the gate's own packages.
+ratio_to_floor = gate CPU per execute / floor.`,
 		Example: `  latchgate bench --duration 10s --agents 32
   latchgate bench --rate 1000 --json
   latchgate bench --redis-url redis://127.0.0.1:6379/0
@@ -108,7 +113,7 @@ packages. ratio_to_floor = gate CPU per execute / floor.`,
 			} else if redisURL != "" {
 				return &exitError{code: 2, err: errors.New("--redis-url starts a gate on that Redis; it cannot be combined with --socket")}
 			}
-			floor, err := loadgen.MeasureFloor(ctx, floorIters)
+			before, err := loadgen.MeasureFloor(ctx, floorIters)
 			if err != nil {
 				return err
 			}
@@ -116,11 +121,17 @@ packages. ratio_to_floor = gate CPU per execute / floor.`,
 			if res == nil {
 				return runErr
 			}
+			after, err := loadgen.MeasureFloor(ctx, floorIters)
+			if err != nil {
+				return err
+			}
+			floor := loadgen.MeanFloor(before, after)
 			s := benchSummary{
 				Mode: mode, Agents: res.Agents, RatePerS: rate, DurationS: round3(res.DurationS), Requests: res.Requests,
 				ThroughputPerS: round3(res.ThroughputPerS), P50MS: res.P50MS, P95MS: res.P95MS, P99MS: res.P99MS, MaxMS: res.MaxMS,
 				Errors: res.Errors, ErrorsByCode: res.ErrorsByCode, GateCPUUSPerExec: round3(res.GateCPUUSPerExe),
 				FloorUS: round3(floor.TotalUS), Floor: floor,
+				FloorBeforeUS: round3(before.TotalUS), FloorAfterUS: round3(after.TotalUS),
 			}
 			if pid != 0 {
 				s.GateRSSBytes, _ = loadgen.ProcessRSS(pid)
@@ -193,8 +204,8 @@ func printBench(w io.Writer, s benchSummary) {
 	} else {
 		fmt.Fprintf(w, "gate CPU     not measured (give --pid)\n")
 	}
-	fmt.Fprintf(w, "floor        %.1f µs = ES256 verify %.1f + Ed25519 sign %.1f + policy %.1f\n",
-		s.FloorUS, s.Floor.VerifyProofUS, s.Floor.SignReceiptUS, s.Floor.PolicyUS)
+	fmt.Fprintf(w, "floor        %.1f µs = ES256 verify %.1f + Ed25519 sign %.1f + policy %.1f (before the run %.1f, after %.1f)\n",
+		s.FloorUS, s.Floor.VerifyProofUS, s.Floor.SignReceiptUS, s.Floor.PolicyUS, s.FloorBeforeUS, s.FloorAfterUS)
 	if s.RatioToFloor > 0 {
 		fmt.Fprintf(w, "ratio        %.2f × floor, %.2f × (ES256 verify + Ed25519 sign)\n", s.RatioToFloor, s.RatioToCrypto)
 	}
