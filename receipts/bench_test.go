@@ -67,12 +67,7 @@ func BenchmarkIndexGetNewID(b *testing.B) {
 		x.put(v7(i), int64(i))
 		x.flush()
 	}
-	for {
-		if x.idle() {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitIdle(b, x)
 	x.mu.RLock()
 	runs := len(x.runs)
 	x.mu.RUnlock()

@@ -80,13 +80,19 @@ func (fx *diskFixture) add(t *testing.T, l *Ledger, from, to int) {
 // waitMerged waits until the background mergers have nothing left to do.
 func waitMerged(t *testing.T, l *Ledger) {
 	t.Helper()
-	for range 500 {
-		if l.byID.idle() && l.byApproval.idle() {
+	waitIdle(t, l.byID, l.byApproval)
+}
+
+// waitIdle waits until every index's merger has nothing left to do.
+func waitIdle(tb testing.TB, xs ...*diskIDIndex) {
+	tb.Helper()
+	for range 5000 {
+		if !slices.ContainsFunc(xs, func(x *diskIDIndex) bool { return !x.idle() }) {
 			return
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	t.Fatal("index merges did not finish")
+	tb.Fatal("index merges did not finish")
 }
 
 // idle reports whether the merger has nothing left to do: every frozen
@@ -481,16 +487,7 @@ func TestDiskIndexRunRangeSkipsReads(t *testing.T) {
 		x.put(uuidFor(i), int64(i))
 		x.flush()
 	}
-	waitIdle := func() {
-		for range 500 {
-			if x.idle() {
-				return
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-		t.Fatal("merges did not finish")
-	}
-	waitIdle()
+	waitIdle(t, x)
 	x.mu.Lock()
 	for _, r := range x.runs {
 		r.f = unreadable{r.f}
@@ -558,12 +555,7 @@ func TestDiskIndexFlushDoesNotWrite(t *testing.T) {
 	check("frozen")
 	close(fs.release)
 	released = true
-	for range 500 {
-		if x.idle() {
-			break
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	waitIdle(t, x)
 	x.mu.RLock()
 	frozen, runs := len(x.frozen), len(x.runs)
 	x.mu.RUnlock()

@@ -254,10 +254,9 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 	observe := func(h prometheus.Histogram) func(time.Duration) {
 		return func(d time.Duration) { h.Observe(d.Seconds()) }
 	}
-	sdeps := store.Deps{Clock: clk, Logger: log.With().Str("component", "store").Logger()}
-	if cfg.RedisURL == "" {
-		sdeps.ObserveFsync = observe(storeFsyncHist)
-	}
+	// Only the embedded store fsyncs; its histogram is registered below in
+	// embedded mode only.
+	sdeps := store.Deps{Clock: clk, Logger: log.With().Str("component", "store").Logger(), ObserveFsync: observe(storeFsyncHist)}
 	if cfg.RedisURL != "" {
 		mode = "redis"
 		// go-redis logs pool errors through a process-wide logger; route it
