@@ -61,10 +61,7 @@ func (fx *diskFixture) add(t *testing.T, l *Ledger, from, to int) {
 			fx.approval[aid] = r.ReceiptID
 		}
 		got := mustAppend(t, l, r)
-		b, err := json.Marshal(got)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := storedForm(t, got)
 		fx.receipts[r.ReceiptID] = b
 		a := AuditRecord{Principal: fmt.Sprintf("p%d", i%3), ActionID: "echo", Decision: DecisionAllow}
 		if i%4 == 0 {

@@ -29,11 +29,11 @@ type Head struct {
 // digest is the hash the head's signature covers.
 func (h Head) digest() (string, error) {
 	h.KeyID, h.Signature = "", ""
-	b, err := json.Marshal(h)
+	b, err := appendHead(make([]byte, 0, 256), &h)
 	if err != nil {
 		return "", err
 	}
-	return HashJSON(b)
+	return hashBytes(b), nil
 }
 
 func (s *signer) signHead(h Head) (Head, error) {

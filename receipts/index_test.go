@@ -70,10 +70,7 @@ func TestLookupByID(t *testing.T) {
 			r.Approval = &Approval{Kind: "operator", ApprovalID: tt.approvalID, ApprovedBy: "op", ApprovedAt: FormatTime(t0)}
 		}
 		got := mustAppend(t, l, r)
-		b, err := json.Marshal(got)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := storedForm(t, got)
 		want[tt.id] = b
 	}
 	check := func(t *testing.T, l *Ledger) {

@@ -223,6 +223,7 @@ type Ledger struct {
 	broken       atomic.Bool // mirrors failed != nil for readers outside the writer
 	pendingIDs   map[string]struct{}
 	batchBuf     bytes.Buffer
+	encBuf       []byte // the JCS text of the record being sealed
 	headWriterCh chan struct{}
 	headDone     chan struct{}
 	headStop     chan struct{}
@@ -587,9 +588,9 @@ func (l *Ledger) WriteDecisionAndIntent(ctx context.Context, a *AuditRecord, in 
 	if c.Egress.Hosts == nil {
 		c.Egress.Hosts = []string{}
 	}
-	b, err := json.Marshal(&c)
+	b, err := appendIntent(make([]byte, 0, 1024), &c)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidRecord, err)
+		return err
 	}
 	if err := l.submit(ctx, &op{kind: opIntent, line: b, audit: audit}); err != nil {
 		return err
@@ -606,7 +607,7 @@ func (l *Ledger) WriteAbort(ctx context.Context, grantID, reason string) error {
 	if grantID == "" {
 		return invalid("grant_id", "is required")
 	}
-	b, err := json.Marshal(abortRecord{GrantID: grantID, Reason: reason, At: FormatTime(l.clock.Now())})
+	b, err := appendAbort(nil, &abortRecord{GrantID: grantID, Reason: reason, At: FormatTime(l.clock.Now())})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidRecord, err)
 	}
@@ -614,7 +615,9 @@ func (l *Ledger) WriteAbort(ctx context.Context, grantID, reason string) error {
 }
 
 // Append seals and durably appends a receipt and returns it as stored
-// (json.Marshal of the returned value gives the stored bytes). The gate sets
+// (the stored bytes are its JCS form with hash, signature and key_id
+// appended; json.Marshal of the returned value is the same object with
+// its members in struct order). The gate sets
 // every field but Seq, PrevHash, GateID, Hash, Signature and KeyID. Output
 // longer than Config.OutputCap is dropped (null, output_truncated true);
 // response_hash stays the gate's hash of the full output. An error means
@@ -768,13 +771,14 @@ func (l *Ledger) commit(batch []*op) {
 			}
 			r.Seq = rtip.seq + 1
 			r.PrevHash = prevHash(rtip)
-			unsigned, err := json.Marshal(r)
+			unsigned, err := appendReceipt(l.encBuf[:0], r)
 			var sl sealed
 			if err == nil {
 				sl, err = s.seal(unsigned)
 			}
+			l.keepEncBuf(unsigned)
 			if err != nil {
-				st[i].err = fmt.Errorf("%w: %w", ErrInvalidRecord, err)
+				st[i].err = err
 				r.Seq, r.PrevHash = 0, nil
 				continue
 			}
@@ -851,13 +855,22 @@ func (l *Ledger) commit(batch []*op) {
 	}
 }
 
+// keepEncBuf keeps b's array for the next record unless it grew past
+// what is worth holding on to.
+func (l *Ledger) keepEncBuf(b []byte) {
+	if b != nil && cap(b) <= maxPooledBuf {
+		l.encBuf = b[:0]
+	}
+}
+
 // stageAudit seals a (next in the audit chain after *atip) into buf, and
 // records its location and index entry in stg. On error nothing was added
 // to buf and *atip is unchanged.
 func (l *Ledger) stageAudit(buf *bytes.Buffer, start int64, s *signer, a *AuditRecord, atip *chainTip, stg *staged) error {
 	a.Seq = atip.seq + 1
 	a.PrevHash = prevHash(*atip)
-	unsigned, err := json.Marshal(a)
+	unsigned, err := appendAudit(l.encBuf[:0], a)
+	l.keepEncBuf(unsigned)
 	var sl sealed
 	signed := !mayBeUnsigned(a.Decision)
 	if err == nil {
@@ -869,7 +882,7 @@ func (l *Ledger) stageAudit(buf *bytes.Buffer, start int64, s *signer, a *AuditR
 	}
 	if err != nil {
 		a.Seq, a.PrevHash = 0, nil
-		return fmt.Errorf("%w: %w", ErrInvalidRecord, err)
+		return err
 	}
 	a.Hash = sl.hash
 	if signed {

@@ -1,7 +1,6 @@
 package receipts
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
@@ -112,40 +111,41 @@ type sealed struct {
 	sig  string
 }
 
-// seal hashes the unsigned JSON of a record (marshalled with empty hash,
-// signature and key_id, which are its last fields and omitted when empty)
-// and appends the three members.
-func (s *signer) seal(unsigned []byte) (sealed, error) {
-	h, err := HashJSON(unsigned)
-	if err != nil {
-		return sealed{}, err
-	}
-	if len(unsigned) < 2 || unsigned[len(unsigned)-1] != '}' {
+// seal hashes the JCS form of a record (written by appendReceipt or
+// appendAudit with empty hash, signature and key_id, so without them),
+// signs the hash and appends the three members. The stored record is
+// therefore its hashed bytes with those three members last.
+func (s *signer) seal(canonical []byte) (sealed, error) {
+	if len(canonical) < 2 || canonical[len(canonical)-1] != '}' {
 		return sealed{}, fmt.Errorf("%w: not a JSON object", ErrInvalidRecord)
 	}
+	h := hashBytes(canonical)
 	sig := s.sign(h)
-	var buf bytes.Buffer
-	buf.Grow(len(unsigned) + 200)
-	buf.Write(unsigned[:len(unsigned)-1])
-	buf.WriteString(`,"hash":"` + h + `","signature":"` + sig + `","key_id":"` + s.kid + `"}`)
-	return sealed{raw: buf.Bytes(), hash: h, sig: sig}, nil
+	raw := make([]byte, 0, len(canonical)+len(h)+len(sig)+len(s.kid)+40)
+	raw = append(raw, canonical[:len(canonical)-1]...)
+	raw = append(raw, `,"hash":"`...)
+	raw = append(raw, h...)
+	raw = append(raw, `","signature":"`...)
+	raw = append(raw, sig...)
+	raw = append(raw, `","key_id":"`...)
+	raw = append(raw, s.kid...)
+	raw = append(raw, `"}`...)
+	return sealed{raw: raw, hash: h, sig: sig}, nil
 }
 
 // sealHashOnly is seal without the signature: it appends only the hash,
 // for audit records that may be unsigned (see mayBeUnsigned).
-func sealHashOnly(unsigned []byte) (sealed, error) {
-	h, err := HashJSON(unsigned)
-	if err != nil {
-		return sealed{}, err
-	}
-	if len(unsigned) < 2 || unsigned[len(unsigned)-1] != '}' {
+func sealHashOnly(canonical []byte) (sealed, error) {
+	if len(canonical) < 2 || canonical[len(canonical)-1] != '}' {
 		return sealed{}, fmt.Errorf("%w: not a JSON object", ErrInvalidRecord)
 	}
-	var buf bytes.Buffer
-	buf.Grow(len(unsigned) + 80)
-	buf.Write(unsigned[:len(unsigned)-1])
-	buf.WriteString(`,"hash":"` + h + `"}`)
-	return sealed{raw: buf.Bytes(), hash: h}, nil
+	h := hashBytes(canonical)
+	raw := make([]byte, 0, len(canonical)+len(h)+12)
+	raw = append(raw, canonical[:len(canonical)-1]...)
+	raw = append(raw, `,"hash":"`...)
+	raw = append(raw, h...)
+	raw = append(raw, `"}`...)
+	return sealed{raw: raw, hash: h}, nil
 }
 
 // mayBeUnsigned reports whether an audit record with this decision is

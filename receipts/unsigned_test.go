@@ -143,7 +143,7 @@ func TestUnsignedAllowRecords(t *testing.T) {
 func TestSignedAllowRecordStillVerifies(t *testing.T) {
 	l := openLedger(t, t.TempDir(), opts{})
 	s := l.signer.Load()
-	unsigned, err := json.Marshal(&AuditRecord{ID: "0196a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", Seq: 1, GateID: "g", Time: FormatTime(t0), Decision: DecisionAllow})
+	unsigned, err := appendAudit(nil, &AuditRecord{ID: "0196a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", Seq: 1, GateID: "g", Time: FormatTime(t0), Decision: DecisionAllow})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,7 @@ func TestReceiptVectors(t *testing.T) {
 			}
 			wantHash, wantSig := r.Hash, r.Signature
 			r.Hash, r.Signature, r.KeyID = "", "", ""
-			unsigned, err := json.Marshal(&r)
+			unsigned, err := appendReceipt(nil, &r)
 			if err != nil {
 				t.Fatal(err)
 			}
