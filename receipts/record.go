@@ -12,17 +12,70 @@ const TimeLayout = "2006-01-02T15:04:05.000Z"
 
 // FormatTime renders t in TimeLayout (converted to UTC, truncated to the
 // millisecond).
-func FormatTime(t time.Time) string { return t.UTC().Format(TimeLayout) }
+func FormatTime(t time.Time) string {
+	var b [len(TimeLayout)]byte
+	return string(appendTime(b[:0], t))
+}
+
+// appendTime appends t in TimeLayout. It is t.UTC().AppendFormat(b,
+// TimeLayout) written out: the layout walk was ≈ 1 µs of every execute's
+// three times (TestTimeFormatMatchesLayout holds the two together).
+func appendTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(b, TimeLayout)
+	}
+	hour, minute, sec := t.Clock()
+	ms := t.Nanosecond() / int(time.Millisecond)
+	b = append(b, byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-')
+	b = append(b, byte('0'+int(month)/10), byte('0'+int(month)%10), '-', byte('0'+day/10), byte('0'+day%10), 'T')
+	b = append(b, byte('0'+hour/10), byte('0'+hour%10), ':', byte('0'+minute/10), byte('0'+minute%10), ':')
+	b = append(b, byte('0'+sec/10), byte('0'+sec%10), '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
+	return b
+}
 
 // ParseTime parses a time written by FormatTime. Any other form (offsets,
 // other precisions, missing Z) is refused so a time is hashed exactly as
 // written once.
 func ParseTime(s string) (time.Time, error) {
-	t, err := time.Parse(TimeLayout, s)
-	if err != nil || FormatTime(t) != s {
-		return time.Time{}, fmt.Errorf("%w: time %q is not RFC 3339 UTC with milliseconds (e.g. 2026-01-02T15:04:05.000Z)", ErrInvalidRecord, s)
+	if t, ok := parseTime(s); ok {
+		return t, nil
 	}
-	return t, nil
+	return time.Time{}, fmt.Errorf("%w: time %q is not RFC 3339 UTC with milliseconds (e.g. 2026-01-02T15:04:05.000Z)", ErrInvalidRecord, s)
+}
+
+// parseTime reads the digits at TimeLayout's digit positions and accepts s
+// only if formatting the result gives s back, which refuses out-of-range
+// fields (month 13, February 30, hour 24) the way time.Parse does. It is
+// what time.Parse followed by the round-trip check accepted
+// (TestParseTimeMatchesTimeParse), without the layout walk.
+func parseTime(s string) (time.Time, bool) {
+	if len(s) != len(TimeLayout) {
+		return time.Time{}, false
+	}
+	var n [7]int // year, month, day, hour, minute, second, millisecond
+	field := 0
+	for i := 0; i < len(s); i++ {
+		c, l := s[i], TimeLayout[i]
+		if l < '0' || l > '9' {
+			if c != l {
+				return time.Time{}, false
+			}
+			field++
+			continue
+		}
+		if c < '0' || c > '9' {
+			return time.Time{}, false
+		}
+		n[field] = n[field]*10 + int(c-'0')
+	}
+	t := time.Date(n[0], time.Month(n[1]), n[2], n[3], n[4], n[5], n[6]*int(time.Millisecond), time.UTC)
+	var b [len(TimeLayout)]byte
+	if string(appendTime(b[:0], t)) != s {
+		return time.Time{}, false
+	}
+	return t, true
 }
 
 // Result kinds (normalized_result.kind).
