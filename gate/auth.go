@@ -20,6 +20,7 @@ type caller struct {
 	session *store.Session
 	token   string
 	peer    Peer
+	proof   *lease.Proof // the request's checked DPoP proof
 }
 
 // expectedHTUs returns the normalised htu values a proof for r may carry
@@ -129,7 +130,7 @@ func (g *Gate) authenticate(r *http.Request, body []byte) (*caller, error) {
 	if sess.Principal != claims.Subject {
 		return nil, newError(http.StatusUnauthorized, CodeInvalidLease, "The lease does not match its session.", nil)
 	}
-	return &caller{claims: claims, session: sess, token: token, peer: peerFrom(r.Context())}, nil
+	return &caller{claims: claims, session: sess, token: token, peer: peerFrom(r.Context()), proof: pr}, nil
 }
 
 func (e *Error) withDeny(reason string) *Error {

@@ -3,6 +3,9 @@ package gate_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -140,4 +143,102 @@ func TestRevocationsDurableBeforeAnswer(t *testing.T) {
 			})
 		}
 	}
+}
+
+// syncsDuring counts the syncs the ledger asked of the store during f.
+func (s *syncLog) syncsDuring(f func()) int {
+	count := func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		n := 0
+		for _, c := range s.calls {
+			if c == "sync" {
+				n++
+			}
+		}
+		return n
+	}
+	before := count()
+	f()
+	return count() - before
+}
+
+// TestIntentStoreSync: an execute whose dispatch depends on store writes
+// (an idempotency claim, a standing approval's use) syncs the store
+// before it runs; a plain execute does not, because its intent names its
+// proof (see TestReplayEntryRestoredAfterPowerLoss).
+func TestIntentStoreSync(t *testing.T) {
+	var sl *syncLog
+	s := gatetest.NewServer(t, gatetest.WithManifestsDir(heldManifests), gatetest.WithStoreWrapper(func(st store.Store) store.Store {
+		sl = &syncLog{Store: st}
+		return sl
+	}))
+	a := newAgent(t, s, map[string]any{"agent_id": "std"})
+	if r := admin(t, s, "POST", "/v1/standing-approvals", `{"principal":"agent:std","action_id":"echo_held","uses":1}`); r.Status != 201 {
+		t.Fatalf("create standing approval = %d %s", r.Status, r.Body)
+	}
+	tests := []struct {
+		name   string
+		call   func() *gatetest.Response
+		synced bool
+	}{
+		{"plain", func() *gatetest.Response { return a.Execute("echo", map[string]any{"n": 1}, nil) }, false},
+		{"idempotency key", func() *gatetest.Response {
+			return a.Execute("echo", map[string]any{"n": 2}, http.Header{"Idempotency-Key": {"k-1"}})
+		}, true},
+		{"standing approval", func() *gatetest.Response { return a.Execute("echo_held", map[string]any{"n": 3}, nil) }, true},
+	}
+	for _, tt := range tests {
+		var r *gatetest.Response
+		n := sl.syncsDuring(func() { r = tt.call() })
+		if r.Status != 200 {
+			t.Fatalf("%s: execute = %d %s", tt.name, r.Status, r.Body)
+		}
+		if (n > 0) != tt.synced {
+			t.Errorf("%s: %d store syncs during the execute, want synced=%v", tt.name, n, tt.synced)
+		}
+	}
+}
+
+// TestReplayEntryRestoredAfterPowerLoss: a plain execute does not sync the
+// store before it runs, so a power loss can take its proof's replay entry
+// from the store journal. The intent, durable before the action ran,
+// names the proof, and the restarted gate puts the entry back: the proof
+// is refused as a replay. The power loss is simulated by cutting the store
+// journal back to its length at the last sync before the execute.
+func TestReplayEntryRestoredAfterPowerLoss(t *testing.T) {
+	dir := t.TempDir()
+	s1 := gatetest.NewServer(t, gatetest.WithStateDir(dir))
+	a := newAgent(t, s1, nil)
+	first := a.Execute("echo", map[string]any{"k": 0}, nil)
+	wantStatus(t, first, 200, "")
+	readPath := "/v1/receipts/" + first.JSON()["receipt_id"].(string)
+	if err := s1.Store.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	journal := filepath.Join(dir, "store", "store.journal")
+	fi, err := os.Stat(journal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	synced := fi.Size()
+
+	body := []byte(`{"k":1}`)
+	proof := a.Key.Proof("POST", "http://localhost"+echoPath, a.Lease, body)
+	wantStatus(t, a.CallWithProof("POST", echoPath, body, proof, nil), 200, "")
+	// Control: a read's proof is in the same journal tail and not in any
+	// intent; the simulated loss makes it acceptable again.
+	readProof := a.Key.Proof("GET", "http://localhost"+readPath, a.Lease, nil)
+	wantStatus(t, a.CallWithProof("GET", readPath, nil, readProof, nil), 200, "")
+	s1.Close()
+	if err := os.Truncate(journal, synced); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := gatetest.NewServer(t, gatetest.WithStateDir(dir))
+	b := s2.NewAgent(t)
+	b.Key, b.Lease, b.Sess = a.Key, a.Lease, a.Sess
+	wantStatus(t, b.CallWithProof("GET", readPath, nil, readProof, nil), 200, "")
+	wantStatus(t, b.CallWithProof("POST", echoPath, body, proof, nil), 401, "replay_detected")
+	wantStatus(t, b.Execute("echo", map[string]any{"k": 2}, nil), 200, "")
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/latchgate/latchgate/actions"
 	"github.com/latchgate/latchgate/events"
+	"github.com/latchgate/latchgate/lease"
 	"github.com/latchgate/latchgate/policy"
 	"github.com/latchgate/latchgate/receipts"
 	"github.com/latchgate/latchgate/store"
@@ -87,6 +88,9 @@ type dispatchRequest struct {
 	// decision, when set, is the decision record written together with
 	// the intent (same group commit, before it).
 	decision *receipts.AuditRecord
+	// proof, when set, is the agent's DPoP proof the request came with;
+	// the intent names it (receipts.Intent.Proof).
+	proof *lease.Proof
 }
 
 // outcome is a dispatched request's answer.
@@ -268,7 +272,7 @@ func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action,
 		traceID: traceID, action: act, plan: plan, principal: c.session.Principal,
 		sessionID: c.session.ID, agentID: c.session.AgentID, peer: c.peer,
 		policyVersion: snap.Policy.Version(), approval: appr, learned: learned, idemKey: idemKey,
-		decision: rec,
+		decision: rec, proof: c.proof,
 	})
 	if err != nil {
 		return 0, nil, err
@@ -367,6 +371,13 @@ func (g *Gate) dispatch(ctx context.Context, dr dispatchRequest) (*outcome, erro
 		SessionID: dr.sessionID, AgentID: dr.agentID, Peer: peer, RequestHash: plan.RequestHash,
 		Approval: dr.approval, PolicyVersion: dr.policyVersion,
 		Egress: receipts.Egress{Hosts: nonNil(plan.TargetHosts)}, StartedAt: receipts.FormatTime(started),
+		// What the dispatch relies on beyond the proof's replay entry must
+		// be durable in the store first: the idempotency claim, the
+		// claimed operator approval, the standing approval's use.
+		StoreState: dr.idemKey != "" || dr.approval != nil,
+	}
+	if p := dr.proof; p != nil {
+		intent.Proof = &receipts.ProofRef{JKT: p.JKT, JTI: p.JTI, ExpiresAt: receipts.FormatTime(p.ReplayExpiresAt)}
 	}
 	// 7a. durable intent (and decision record) before anything may run.
 	if err := g.led.WriteDecisionAndIntent(ctx, dr.decision, intent); err != nil {

@@ -264,11 +264,57 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 	if g.hooks == nil {
 		g.hooks = noWebhooks{}
 	}
+	if err := g.restoreReplay(); err != nil {
+		return nil, err
+	}
 	g.start = g.clk.Now()
 	g.snap.Store(deps.Initial)
 	g.client = g.clientHandler()
 	g.admin = g.adminHandler()
 	return g, nil
+}
+
+// replayRestorer is a store that can put back replay entries a power loss
+// took from it (store.Embedded).
+type replayRestorer interface {
+	RestoreReplay(ctx context.Context, entries []store.ReplayEntry, now time.Time) (int, error)
+}
+
+// restoreReplay puts the replay entries of the proofs named by the
+// ledger's recent intents back into the store before the gate serves. A
+// plain execute's intent commit does not sync the embedded store
+// (receipts.Intent.StoreState), so a power loss can take a used proof's
+// replay entry; its intent, durable before the action ran, still names
+// the proof. A store that cannot restore (Redis, whose durability is its
+// own) is left alone. Failing here keeps the gate from starting.
+func (g *Gate) restoreReplay() error {
+	rs, ok := g.st.(replayRestorer)
+	if !ok || g.led == nil {
+		return nil
+	}
+	refs := g.led.RecentProofs()
+	if len(refs) == 0 {
+		return nil
+	}
+	entries := make([]store.ReplayEntry, 0, len(refs))
+	for _, p := range refs {
+		exp, err := receipts.ParseTime(p.ExpiresAt)
+		if err != nil {
+			continue // the ledger only hands back parsed times
+		}
+		entries = append(entries, store.ReplayEntry{JKT: p.JKT, JTI: p.JTI, ExpiresAt: exp})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.StoreTimeout)
+	defer cancel()
+	n, err := rs.RestoreReplay(ctx, entries, g.clk.Now())
+	if err != nil {
+		return fmt.Errorf("gate: restore replay entries from the ledger: %w", err)
+	}
+	if n > 0 {
+		g.log.Warn().Int("restored", n).Int("recent_proofs", len(entries)).
+			Msg("replay entries missing from the state store were restored from the ledger's intents (the store lost writes, e.g. in a power loss)")
+	}
+	return nil
 }
 
 // Snapshot returns the manifests and policy in force.

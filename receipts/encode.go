@@ -341,6 +341,17 @@ func appendIntent(b []byte, in *Intent) ([]byte, error) {
 	e.str(in.PolicyVersion)
 	e.key("principal")
 	e.str(in.Principal)
+	if p := in.Proof; p != nil {
+		e.key("proof")
+		e.open()
+		e.key("expires_at")
+		e.str(p.ExpiresAt)
+		e.key("jkt")
+		e.str(p.JKT)
+		e.key("jti")
+		e.str(p.JTI)
+		e.close()
+	}
 	e.key("receipt_id")
 	e.str(in.ReceiptID)
 	e.key("request_hash")

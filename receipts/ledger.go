@@ -142,11 +142,14 @@ func (c Config) Validate() error {
 }
 
 // Syncer makes the state store durable. The ledger calls it alongside the
-// fsync of every group commit that holds an intent, an abort or a
-// decision record, so the state a dispatch depends on (the proof's replay
-// entry above all: a proof must never run twice) is durable before
-// anything runs or anyone is answered. A group of receipts only does not
-// call it: see persist.
+// fsync of every group commit that holds an abort, a decision record, or
+// an intent that asks for it (Intent.StoreState, or an intent without its
+// Proof), so the state store writes a dispatch or an answer depends on
+// are durable before anything runs or anyone is answered. An intent that
+// names its Proof and nothing else does not need it: a proof's replay
+// entry that a power loss took from the store is restored from the intent
+// at the next start (RecentProofs), so a proof still never runs twice. A
+// group of receipts only does not call it either: see persist.
 type Syncer interface{ Sync() error }
 
 type noopSyncer struct{}
@@ -187,8 +190,9 @@ const (
 
 // op is one write request handed to the writer goroutine.
 type op struct {
-	kind    opKind
-	line    []byte // intent/abort: the record JSON
+	kind      opKind
+	syncStore bool   // opIntent: the commit syncs the state store (Intent.StoreState)
+	line      []byte // intent/abort: the record JSON
 	receipt *Receipt
 	audit   *AuditRecord // opAudit; for opIntent, an optional decision record staged just before it
 	done    chan error   // buffered(1)
@@ -222,6 +226,7 @@ type Ledger struct {
 	failed       error       // sticky: the file state is unknown
 	broken       atomic.Bool // mirrors failed != nil for readers outside the writer
 	pendingIDs   map[string]struct{}
+	proofs       []ProofRef // RecentProofs: collected by recover, read once
 	batchBuf     bytes.Buffer
 	encBuf       []byte // the JCS text of the record being sealed
 	headWriterCh chan struct{}
@@ -352,6 +357,7 @@ func (l *Ledger) recover(head *Head) ([]*Intent, error) {
 		hs, has = head.Seq, head.AuditSeq
 	}
 	keys := *l.keys.Load()
+	now := l.clock.Now()
 	intents := map[string]*Intent{}
 	var intentOrder []string
 	var rAtHead, aAtHead string
@@ -419,6 +425,11 @@ func (l *Ledger) recover(head *Head) ([]*Intent, error) {
 					intentOrder = append(intentOrder, in.GrantID)
 				}
 				intents[in.GrantID] = &in
+				if p := in.Proof; p != nil {
+					if exp, err := ParseTime(p.ExpiresAt); err == nil && exp.After(now) {
+						l.proofs = append(l.proofs, *p)
+					}
+				}
 			}
 		case lineAbort:
 			var a abortRecord
@@ -553,6 +564,19 @@ func (l *Ledger) submit(ctx context.Context, o *op) error {
 	return <-o.done
 }
 
+// RecentProofs returns the proofs named by intents that were in the
+// ledger when it was opened and whose replay entries have not expired
+// yet, oldest first. The gate restores their replay entries into the
+// embedded store before it serves (see Syncer). The first call takes
+// them; later calls return nil.
+func (l *Ledger) RecentProofs() []ProofRef {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.proofs
+	l.proofs = nil
+	return p
+}
+
 // WriteIntent writes the durable intent before dispatch. An error means
 // nothing may run (503 ledger_unavailable).
 func (l *Ledger) WriteIntent(ctx context.Context, in *Intent) error {
@@ -592,7 +616,10 @@ func (l *Ledger) WriteDecisionAndIntent(ctx context.Context, a *AuditRecord, in 
 	if err != nil {
 		return err
 	}
-	if err := l.submit(ctx, &op{kind: opIntent, line: b, audit: audit}); err != nil {
+	// A decision record alone would sync the store (opAudit); written with
+	// an intent it is not what a sync protects, so the intent decides.
+	sync := c.Proof == nil || c.StoreState
+	if err := l.submit(ctx, &op{kind: opIntent, line: b, audit: audit, syncStore: sync}); err != nil {
 		return err
 	}
 	if a != nil {
@@ -746,7 +773,7 @@ func (l *Ledger) commit(batch []*op) {
 	syncStore := false
 	for i, o := range batch {
 		st[i].o = o
-		syncStore = syncStore || o.kind != opReceipt
+		syncStore = syncStore || o.kind == opAudit || o.kind == opAbort || o.syncStore
 		switch o.kind {
 		case opIntent:
 			if o.audit != nil {

@@ -887,18 +887,36 @@ type countSyncer struct{ n atomic.Int64 }
 
 func (s *countSyncer) Sync() error { s.n.Add(1); return nil }
 
-// TestStoreSyncPerCommit: every commit that lets something run or records
-// a decision syncs the store (a proof's replay entry must be durable before
-// its request runs); a commit of receipts only does not.
+// withProof is sampleIntent(i) naming a proof, with storeState as given.
+func withProof(i int, storeState bool) *Intent {
+	in := sampleIntent(i)
+	in.Proof = &ProofRef{JKT: "jkt-1", JTI: fmt.Sprintf("jti-%d", i), ExpiresAt: FormatTime(t0.Add(70 * time.Second))}
+	in.StoreState = storeState
+	return in
+}
+
+// TestStoreSyncPerCommit: every commit that lets something run on state
+// store writes, or records a decision, syncs the store; an intent that
+// names its proof and nothing else does not (its replay entry is restored
+// from the intent after a power loss: RecentProofs); a commit of receipts
+// only does not.
 func TestStoreSyncPerCommit(t *testing.T) {
+	allow := func() *AuditRecord { return &AuditRecord{Principal: "alice", ActionID: "echo", Decision: DecisionAllow} }
 	tests := []struct {
 		name      string
 		write     func(l *Ledger) error
 		wantSyncs int64
 	}{
-		{"intent", func(l *Ledger) error { return l.WriteIntent(context.Background(), sampleIntent(1)) }, 1},
-		{"decision and intent", func(l *Ledger) error {
-			return l.WriteDecisionAndIntent(context.Background(), &AuditRecord{Principal: "alice", ActionID: "echo", Decision: DecisionAllow}, sampleIntent(2))
+		{"intent without proof", func(l *Ledger) error { return l.WriteIntent(context.Background(), sampleIntent(1)) }, 1},
+		{"decision and intent without proof", func(l *Ledger) error {
+			return l.WriteDecisionAndIntent(context.Background(), allow(), sampleIntent(2))
+		}, 1},
+		{"intent with proof", func(l *Ledger) error { return l.WriteIntent(context.Background(), withProof(5, false)) }, 0},
+		{"decision and intent with proof", func(l *Ledger) error {
+			return l.WriteDecisionAndIntent(context.Background(), allow(), withProof(6, false))
+		}, 0},
+		{"intent with proof and store state", func(l *Ledger) error {
+			return l.WriteDecisionAndIntent(context.Background(), allow(), withProof(7, true))
 		}, 1},
 		{"decision", func(l *Ledger) error {
 			return l.AppendAudit(context.Background(), &AuditRecord{Principal: "alice", ActionID: "echo", Decision: DecisionDeny})
@@ -918,6 +936,52 @@ func TestStoreSyncPerCommit(t *testing.T) {
 				t.Errorf("store syncs = %d, want %d", got, tt.wantSyncs)
 			}
 		})
+	}
+}
+
+// TestRecentProofs: after a restart the ledger names the proofs of its
+// intents whose replay entries have not expired, once; the proof is
+// stored with the intent and an incomplete one is refused.
+func TestRecentProofs(t *testing.T) {
+	dir := t.TempDir()
+	clk := clock.NewFake(t0)
+	open := func() *Ledger {
+		l, err := Open(Config{Dir: dir, GateID: "gate-test"}, Deps{Clock: clk, Logger: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	l := open()
+	if got := l.RecentProofs(); len(got) != 0 {
+		t.Fatalf("RecentProofs of an empty ledger = %v", got)
+	}
+	old, live := withProof(1, false), withProof(2, true)
+	old.Proof.ExpiresAt = FormatTime(t0.Add(10 * time.Second))
+	for _, in := range []*Intent{old, live, sampleIntent(3)} {
+		if err := l.WriteIntent(context.Background(), in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bad := withProof(4, false)
+	bad.Proof.JTI = ""
+	if err := l.WriteIntent(context.Background(), bad); !errors.Is(err, ErrInvalidRecord) {
+		t.Errorf("WriteIntent(proof without jti) = %v, want ErrInvalidRecord", err)
+	}
+	if got := l.RecentProofs(); len(got) != 0 {
+		t.Errorf("RecentProofs names proofs written since Open: %v", got)
+	}
+	l.Close()
+
+	clk.Advance(30 * time.Second) // old's entry expired, live's not
+	l = open()
+	defer l.Close()
+	got := l.RecentProofs()
+	if len(got) != 1 || got[0] != *live.Proof {
+		t.Errorf("RecentProofs = %+v, want only %+v", got, *live.Proof)
+	}
+	if again := l.RecentProofs(); again != nil {
+		t.Errorf("second RecentProofs = %v, want nil", again)
 	}
 }
 

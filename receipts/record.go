@@ -200,6 +200,28 @@ type Intent struct {
 	PolicyVersion string    `json:"policy_version"`
 	Egress        Egress    `json:"egress"`
 	StartedAt     string    `json:"started_at"`
+	// Proof names the DPoP proof the request was authenticated with. The
+	// ledger hands it back after a restart (RecentProofs) so the gate can
+	// restore the proof's replay entry if a power loss took it from the
+	// state store; see StoreState.
+	Proof *ProofRef `json:"proof,omitempty"`
+	// StoreState (not stored) says that the dispatch depends on state
+	// store writes other than the replay entry of Proof: an idempotency
+	// claim, a claimed operator approval, a standing approval's use. Then,
+	// and whenever Proof is nil, the intent's group commit syncs the store
+	// (Deps.Syncer) so those writes are durable before anything runs. A
+	// plain execute carries its Proof and needs no store sync: that was
+	// one fsync per group commit, ≈ 11 µs of gate CPU per execute at full
+	// speed and ≈ 70 µs at 1,000/s.
+	StoreState bool `json:"-"`
+}
+
+// ProofRef identifies a DPoP proof: the key thumbprint and jti that make
+// its replay key, and when its replay entry may be dropped.
+type ProofRef struct {
+	JKT       string `json:"jkt"`
+	JTI       string `json:"jti"`
+	ExpiresAt string `json:"expires_at"`
 }
 
 // abortRecord follows an intent whose grant was refused after the intent
@@ -309,6 +331,14 @@ func (in *Intent) validate() error {
 	}
 	if _, err := ParseTime(in.StartedAt); err != nil {
 		return err
+	}
+	if p := in.Proof; p != nil {
+		if err := requireFields([2]string{"proof.jkt", p.JKT}, [2]string{"proof.jti", p.JTI}); err != nil {
+			return err
+		}
+		if _, err := ParseTime(p.ExpiresAt); err != nil {
+			return err
+		}
 	}
 	return validateApproval(in.Approval)
 }

@@ -516,3 +516,37 @@ func TestEmbeddedObserveFsync(t *testing.T) {
 		t.Fatalf("observed fsyncs %v after one dirty and one clean Sync, want one positive duration", seen)
 	}
 }
+
+// TestRestoreReplay: entries put back are refused as replays, now and after
+// a kill -9 (RestoreReplay syncs them); expired and present entries are
+// skipped and not counted.
+func TestRestoreReplay(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	clk := clock.NewFake(testStart())
+	e := openQuiet(t, dir, clk)
+	s := mustSession(t, e, clk, "alice")
+	if err := auth(e, clk, s, s.JKT, "jti-used"); err != nil {
+		t.Fatal(err)
+	}
+	now := clk.Now()
+	entries := []ReplayEntry{
+		{JKT: s.JKT, JTI: "jti-lost", ExpiresAt: now.Add(time.Minute)},
+		{JKT: s.JKT, JTI: "jti-used", ExpiresAt: now.Add(time.Minute)},    // present
+		{JKT: s.JKT, JTI: "jti-expired", ExpiresAt: now.Add(-time.Second)}, // expired
+	}
+	n, err := e.RestoreReplay(ctx, entries, now)
+	if err != nil || n != 1 {
+		t.Fatalf("RestoreReplay = %d, %v; want 1 restored", n, err)
+	}
+	wantErr(t, "Authenticate(restored jti)", auth(e, clk, s, s.JKT, "jti-lost"), ErrReplay)
+	if err := auth(e, clk, s, s.JKT, "jti-expired"); err != nil {
+		t.Errorf("Authenticate(expired entry, not restored) = %v, want nil", err)
+	}
+	kill(e)
+	e2 := openQuiet(t, dir, clk)
+	wantErr(t, "Authenticate(restored jti after kill)", auth(e2, clk, s, s.JKT, "jti-lost"), ErrReplay)
+	if n, err := e2.RestoreReplay(ctx, entries[:1], now); err != nil || n != 0 {
+		t.Errorf("RestoreReplay(already restored) = %d, %v; want 0", n, err)
+	}
+}

@@ -526,13 +526,53 @@ func (e *Embedded) Authenticate(ctx context.Context, req AuthRequest) (*Session,
 		return nil, ErrReplay
 	}
 	// Written through: a request answered without a ledger commit (a
-	// read, an early refusal) must not become replayable after a kill -9
-	// (a power loss within SyncInterval still can, as for every unsynced
-	// mutation). One write(2) per request buys that.
+	// read, an early refusal) must not become replayable after a kill -9.
+	// One write(2) per request buys that. A power loss within
+	// SyncInterval can still lose the entry: an execute's intent names
+	// its proof, and the gate puts the entry back from the ledger at the
+	// next start (RestoreReplay); any other request's proof may be
+	// accepted once more, as for every unsynced mutation.
 	if err := e.commitLocked(jop{T: opReplay, K: k, E: req.ReplayExpiresAt}); err != nil {
 		return nil, err
 	}
 	return cloneSession(s), nil
+}
+
+// ReplayEntry names a proof whose replay entry RestoreReplay puts back.
+type ReplayEntry struct {
+	JKT, JTI  string
+	ExpiresAt time.Time
+}
+
+// RestoreReplay puts back the replay entries of proofs that were used
+// before the last start, from a record kept elsewhere (the gate passes
+// the proofs its ledger's intents name), and syncs them. A plain execute
+// does not sync the store before it runs: its intent carries its proof
+// instead, and a power loss may take the replay entry, written through but
+// not yet fsynced, from this journal. Entries that are present or expired
+// are skipped. It returns how many it restored; the gate calls it once,
+// before it serves.
+func (e *Embedded) RestoreReplay(ctx context.Context, entries []ReplayEntry, now time.Time) (int, error) {
+	if err := e.begin(ctx); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range entries {
+		k := hashKey(r.JKT, r.JTI)
+		if !r.ExpiresAt.After(now) || e.replay.live(k, now) {
+			continue
+		}
+		if err := e.commitBufferedLocked(jop{T: opReplay, K: k, E: r.ExpiresAt}); err != nil {
+			e.mu.Unlock()
+			return n, err
+		}
+		n++
+	}
+	e.mu.Unlock()
+	if n == 0 {
+		return 0, nil
+	}
+	return n, e.Sync()
 }
 
 // Revoke implements Store. Revoking an unknown session is ErrNotFound.
