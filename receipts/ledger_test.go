@@ -901,7 +901,9 @@ func withProof(i int, storeState bool) *Intent {
 // from the intent after a power loss: RecentProofs); a commit of receipts
 // only does not.
 func TestStoreSyncPerCommit(t *testing.T) {
-	allow := func() *AuditRecord { return &AuditRecord{Principal: "alice", ActionID: "echo", Decision: DecisionAllow} }
+	allow := func() *AuditRecord {
+		return &AuditRecord{Principal: "alice", ActionID: "echo", Decision: DecisionAllow}
+	}
 	tests := []struct {
 		name      string
 		write     func(l *Ledger) error

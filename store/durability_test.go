@@ -532,7 +532,7 @@ func TestRestoreReplay(t *testing.T) {
 	now := clk.Now()
 	entries := []ReplayEntry{
 		{JKT: s.JKT, JTI: "jti-lost", ExpiresAt: now.Add(time.Minute)},
-		{JKT: s.JKT, JTI: "jti-used", ExpiresAt: now.Add(time.Minute)},    // present
+		{JKT: s.JKT, JTI: "jti-used", ExpiresAt: now.Add(time.Minute)},     // present
 		{JKT: s.JKT, JTI: "jti-expired", ExpiresAt: now.Add(-time.Second)}, // expired
 	}
 	n, err := e.RestoreReplay(ctx, entries, now)
