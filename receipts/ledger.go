@@ -193,9 +193,9 @@ type op struct {
 	kind      opKind
 	syncStore bool   // opIntent: the commit syncs the state store (Intent.StoreState)
 	line      []byte // intent/abort: the record JSON
-	receipt *Receipt
-	audit   *AuditRecord // opAudit; for opIntent, an optional decision record staged just before it
-	done    chan error   // buffered(1)
+	receipt   *Receipt
+	audit     *AuditRecord // opAudit; for opIntent, an optional decision record staged just before it
+	done      chan error   // buffered(1)
 }
 
 // Ledger is the durable evidence store. Safe for concurrent use.
