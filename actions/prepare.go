@@ -1,8 +1,6 @@
 package actions
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,13 +10,13 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/gowebpki/jcs"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
 
 	"github.com/latchgate/latchgate/egress"
+	"github.com/latchgate/latchgate/receipts"
 )
 
 // Plan is a validated request: what will run, with which arguments, and
@@ -162,12 +160,10 @@ func appendUnique(s []string, v string) []string {
 
 // jcsHash returns "sha256:<hex>" of the JCS form of JSON text.
 func jcsHash(raw []byte) (string, error) {
-	canon, err := jcs.Transform(raw)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(canon)
-	return "sha256:" + hex.EncodeToString(sum[:]), nil
+	// The ledger's own JCS hash: one-pass canonicalisation for the common
+	// shapes, jcs.Transform for the rest. It was jcs.Transform alone,
+	// ≈ 4 µs and 2 KB per execute for the request and response hashes.
+	return receipts.HashJSON(raw)
 }
 
 // schemaError turns a validation failure into one SchemaError: the first

@@ -228,7 +228,6 @@ type Ledger struct {
 	pendingIDs   map[string]struct{}
 	proofs       []ProofRef // RecentProofs: collected by recover, read once
 	batchBuf     bytes.Buffer
-	encBuf       []byte // the JCS text of the record being sealed
 	headWriterCh chan struct{}
 	headDone     chan struct{}
 	headStop     chan struct{}
@@ -798,22 +797,27 @@ func (l *Ledger) commit(batch []*op) {
 			}
 			r.Seq = rtip.seq + 1
 			r.PrevHash = prevHash(rtip)
-			unsigned, err := appendReceipt(l.encBuf[:0], r)
-			var sl sealed
+			// Encoded and sealed straight into the group's buffer.
+			mark := buf.Len()
+			buf.WriteString(linePrefix(lineReceipt))
+			off := buf.Len()
+			b, err := appendReceipt(buf.AvailableBuffer(), r)
+			var h, sig string
 			if err == nil {
-				sl, err = s.seal(unsigned)
+				b, h, sig, err = s.sealAppend(b, 0)
 			}
-			l.keepEncBuf(unsigned)
 			if err != nil {
+				buf.Truncate(mark)
 				st[i].err = err
 				r.Seq, r.PrevHash = 0, nil
 				continue
 			}
-			r.Hash, r.Signature, r.KeyID = sl.hash, sl.sig, s.kid
-			off := appendLine(buf, lineReceipt, sl.raw)
-			st[i].loc = loc{off: start + int64(off), n: len(sl.raw)}
+			buf.Write(b)
+			buf.WriteString("}\n")
+			r.Hash, r.Signature, r.KeyID = h, sig, s.kid
+			st[i].loc = loc{off: start + int64(off), n: len(b)}
 			st[i].isRec = true
-			st[i].raw = sl.raw
+			st[i].raw = buf.Bytes()[off : off+len(b)]
 			st[i].meta = recordMeta{Seq: r.Seq, ReceiptID: r.ReceiptID}
 			if r.Approval != nil {
 				st[i].meta.Approval = &struct {
@@ -821,7 +825,7 @@ func (l *Ledger) commit(batch []*op) {
 				}{r.Approval.ApprovalID}
 			}
 			l.pendingIDs[r.ReceiptID] = struct{}{}
-			rtip = chainTip{seq: r.Seq, hash: sl.hash}
+			rtip = chainTip{seq: r.Seq, hash: h}
 		case opAudit:
 			st[i].err = l.stageAudit(buf, start, s, o.audit, &atip, &st[i])
 		}
@@ -872,7 +876,8 @@ func (l *Ledger) commit(batch []*op) {
 		if l.onReceipt != nil {
 			for i := range st {
 				if st[i].err == nil && st[i].isRec {
-					l.onReceipt(st[i].meta.ReceiptID, st[i].raw)
+					// raw is in the group's buffer, reused by the next group.
+					l.onReceipt(st[i].meta.ReceiptID, bytes.Clone(st[i].raw))
 				}
 			}
 		}
@@ -882,43 +887,39 @@ func (l *Ledger) commit(batch []*op) {
 	}
 }
 
-// keepEncBuf keeps b's array for the next record unless it grew past
-// what is worth holding on to.
-func (l *Ledger) keepEncBuf(b []byte) {
-	if b != nil && cap(b) <= maxPooledBuf {
-		l.encBuf = b[:0]
-	}
-}
-
 // stageAudit seals a (next in the audit chain after *atip) into buf, and
 // records its location and index entry in stg. On error nothing was added
 // to buf and *atip is unchanged.
 func (l *Ledger) stageAudit(buf *bytes.Buffer, start int64, s *signer, a *AuditRecord, atip *chainTip, stg *staged) error {
 	a.Seq = atip.seq + 1
 	a.PrevHash = prevHash(*atip)
-	unsigned, err := appendAudit(l.encBuf[:0], a)
-	l.keepEncBuf(unsigned)
-	var sl sealed
+	mark := buf.Len()
+	buf.WriteString(linePrefix(lineAudit))
+	off := buf.Len()
+	b, err := appendAudit(buf.AvailableBuffer(), a)
+	var h, sig string
 	signed := !mayBeUnsigned(a.Decision)
 	if err == nil {
 		if signed {
-			sl, err = s.seal(unsigned)
+			b, h, sig, err = s.sealAppend(b, 0)
 		} else {
-			sl, err = sealHashOnly(unsigned)
+			b, h, err = hashAppend(b, 0)
 		}
 	}
 	if err != nil {
+		buf.Truncate(mark)
 		a.Seq, a.PrevHash = 0, nil
 		return err
 	}
-	a.Hash = sl.hash
+	buf.Write(b)
+	buf.WriteString("}\n")
+	a.Hash = h
 	if signed {
-		a.Signature, a.KeyID = sl.sig, s.kid
+		a.Signature, a.KeyID = sig, s.kid
 	}
-	off := appendLine(buf, lineAudit, sl.raw)
-	stg.loc = loc{off: start + int64(off), n: len(sl.raw)}
+	stg.loc = loc{off: start + int64(off), n: len(b)}
 	stg.meta = recordMeta{Seq: a.Seq, Time: a.Time, Principal: a.Principal, ActionID: a.ActionID, Decision: a.Decision}
-	*atip = chainTip{seq: a.Seq, hash: sl.hash}
+	*atip = chainTip{seq: a.Seq, hash: h}
 	return nil
 }
 

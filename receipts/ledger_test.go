@@ -1014,3 +1014,29 @@ func TestObserveCommit(t *testing.T) {
 		}
 	}
 }
+
+// TestOnReceiptGetsStoredBytes: OnReceipt is handed each receipt exactly as
+// stored, and the bytes stay so after later group commits (the writer
+// seals into a buffer it reuses).
+func TestOnReceiptGetsStoredBytes(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string][]byte{}
+	l, err := Open(Config{Dir: t.TempDir(), GateID: "gate-test"}, Deps{Clock: clock.NewFake(t0), Logger: zerolog.Nop(),
+		OnReceipt: func(id string, raw []byte) { mu.Lock(); got[id] = raw; mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := range 20 {
+		mustAppend(t, l, sampleReceipt(i))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range 20 {
+		id := sampleReceipt(i).ReceiptID
+		stored, err := l.Get(id)
+		if err != nil || !bytes.Equal(got[id], stored) {
+			t.Fatalf("OnReceipt(%s) = %s, want the stored %s (%v)", id, got[id], stored, err)
+		}
+	}
+}

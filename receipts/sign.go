@@ -111,41 +111,48 @@ type sealed struct {
 	sig  string
 }
 
-// seal hashes the JCS form of a record (written by appendReceipt or
-// appendAudit with empty hash, signature and key_id, so without them),
-// signs the hash and appends the three members. The stored record is
-// therefore its hashed bytes with those three members last.
-func (s *signer) seal(canonical []byte) (sealed, error) {
-	if len(canonical) < 2 || canonical[len(canonical)-1] != '}' {
-		return sealed{}, fmt.Errorf("%w: not a JSON object", ErrInvalidRecord)
+// sealAppend seals the record whose JCS form is b[start:] (written by
+// appendReceipt or appendAudit with empty hash, signature and key_id, so
+// without them) in place: it hashes those bytes, signs the hash and puts
+// the three members before the closing brace. The stored record is
+// therefore its hashed bytes with those three members last. The ledger
+// writer seals straight into its group commit's buffer.
+func (s *signer) sealAppend(b []byte, start int) ([]byte, string, string, error) {
+	b, h, err := hashAppend(b, start)
+	if err != nil {
+		return nil, "", "", err
 	}
-	h := hashBytes(canonical)
 	sig := s.sign(h)
-	raw := make([]byte, 0, len(canonical)+len(h)+len(sig)+len(s.kid)+40)
-	raw = append(raw, canonical[:len(canonical)-1]...)
-	raw = append(raw, `,"hash":"`...)
-	raw = append(raw, h...)
-	raw = append(raw, `","signature":"`...)
-	raw = append(raw, sig...)
-	raw = append(raw, `","key_id":"`...)
-	raw = append(raw, s.kid...)
-	raw = append(raw, `"}`...)
-	return sealed{raw: raw, hash: h, sig: sig}, nil
+	b = append(b[:len(b)-1], `,"signature":"`...)
+	b = append(b, sig...)
+	b = append(b, `","key_id":"`...)
+	b = append(b, s.kid...)
+	return append(b, `"}`...), h, sig, nil
 }
 
-// sealHashOnly is seal without the signature: it appends only the hash,
-// for audit records that may be unsigned (see mayBeUnsigned).
-func sealHashOnly(canonical []byte) (sealed, error) {
-	if len(canonical) < 2 || canonical[len(canonical)-1] != '}' {
-		return sealed{}, fmt.Errorf("%w: not a JSON object", ErrInvalidRecord)
+// hashAppend is sealAppend without the signature: it appends only the
+// hash, for audit records that may be unsigned (see mayBeUnsigned).
+func hashAppend(b []byte, start int) ([]byte, string, error) {
+	rec := b[start:]
+	if len(rec) < 2 || rec[0] != '{' || rec[len(rec)-1] != '}' {
+		return nil, "", fmt.Errorf("%w: not a JSON object", ErrInvalidRecord)
 	}
-	h := hashBytes(canonical)
-	raw := make([]byte, 0, len(canonical)+len(h)+12)
-	raw = append(raw, canonical[:len(canonical)-1]...)
-	raw = append(raw, `,"hash":"`...)
-	raw = append(raw, h...)
-	raw = append(raw, `"}`...)
-	return sealed{raw: raw, hash: h}, nil
+	h := hashBytes(rec)
+	b = append(b[:len(b)-1], `,"hash":"`...)
+	b = append(b, h...)
+	return append(b, `"}`...), h, nil
+}
+
+// seal is sealAppend on a copy of canonical.
+func (s *signer) seal(canonical []byte) (sealed, error) {
+	raw, h, sig, err := s.sealAppend(append(make([]byte, 0, len(canonical)+200), canonical...), 0)
+	return sealed{raw: raw, hash: h, sig: sig}, err
+}
+
+// sealHashOnly is hashAppend on a copy of canonical.
+func sealHashOnly(canonical []byte) (sealed, error) {
+	raw, h, err := hashAppend(append(make([]byte, 0, len(canonical)+80), canonical...), 0)
+	return sealed{raw: raw, hash: h}, err
 }
 
 // mayBeUnsigned reports whether an audit record with this decision is
