@@ -65,7 +65,8 @@ type Config struct {
 	PublicBaseURL string
 	// MaxBodyBytes caps request bodies. Default: 1 MiB.
 	MaxBodyBytes int64
-	// StoreTimeout bounds every store call. Default: 2s.
+	// StoreTimeout bounds every call to a networked store (Redis); the
+	// embedded store never waits on a network (see storeCtx). Default: 2s.
 	StoreTimeout time.Duration
 	// Operators maps operator uids to their names ("uid:<n>" if unnamed).
 	Operators map[uint32]string

@@ -63,7 +63,7 @@ func (e *jcsEnc) str(s string) {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+		if plainByte[c] {
 			i++
 			continue
 		}
@@ -102,6 +102,14 @@ func (e *jcsEnc) str(s string) {
 	b = append(b, s[start:]...)
 	e.b = append(b, '"')
 }
+
+// plainByte[c]: ASCII byte c stands for itself in a JCS string.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 // maxExactInt is the largest integer canon passes through as written (15
 // digits); beyond it jcs decides (ES6 number formatting, or an error).

@@ -797,14 +797,11 @@ func (l *Ledger) commit(batch []*op) {
 			}
 			r.Seq = rtip.seq + 1
 			r.PrevHash = prevHash(rtip)
-			// Encoded and sealed straight into the group's buffer.
-			mark := buf.Len()
-			buf.WriteString(linePrefix(lineReceipt))
-			off := buf.Len()
-			b, err := appendReceipt(buf.AvailableBuffer(), r)
+			mark, off, room := beginLine(buf, lineReceipt)
+			b, err := appendReceipt(room, r)
 			var h, sig string
 			if err == nil {
-				b, h, sig, err = s.sealAppend(b, 0)
+				b, h, sig, err = s.sealAppend(b)
 			}
 			if err != nil {
 				buf.Truncate(mark)
@@ -812,8 +809,7 @@ func (l *Ledger) commit(batch []*op) {
 				r.Seq, r.PrevHash = 0, nil
 				continue
 			}
-			buf.Write(b)
-			buf.WriteString("}\n")
+			endLine(buf, b)
 			r.Hash, r.Signature, r.KeyID = h, sig, s.kid
 			st[i].loc = loc{off: start + int64(off), n: len(b)}
 			st[i].isRec = true
@@ -893,17 +889,15 @@ func (l *Ledger) commit(batch []*op) {
 func (l *Ledger) stageAudit(buf *bytes.Buffer, start int64, s *signer, a *AuditRecord, atip *chainTip, stg *staged) error {
 	a.Seq = atip.seq + 1
 	a.PrevHash = prevHash(*atip)
-	mark := buf.Len()
-	buf.WriteString(linePrefix(lineAudit))
-	off := buf.Len()
-	b, err := appendAudit(buf.AvailableBuffer(), a)
+	mark, off, room := beginLine(buf, lineAudit)
+	b, err := appendAudit(room, a)
 	var h, sig string
 	signed := !mayBeUnsigned(a.Decision)
 	if err == nil {
 		if signed {
-			b, h, sig, err = s.sealAppend(b, 0)
+			b, h, sig, err = s.sealAppend(b)
 		} else {
-			b, h, err = hashAppend(b, 0)
+			b, h, err = hashAppend(b)
 		}
 	}
 	if err != nil {
@@ -911,8 +905,7 @@ func (l *Ledger) stageAudit(buf *bytes.Buffer, start int64, s *signer, a *AuditR
 		a.Seq, a.PrevHash = 0, nil
 		return err
 	}
-	buf.Write(b)
-	buf.WriteString("}\n")
+	endLine(buf, b)
 	a.Hash = h
 	if signed {
 		a.Signature, a.KeyID = sig, s.kid

@@ -88,6 +88,23 @@ func appendLine(buf *bytes.Buffer, t lineType, rec []byte) int {
 	return off
 }
 
+// beginLine writes the prefix of a line of type t and returns where it
+// began (for a rollback), where its record starts, and buf's spare room
+// for the record to be encoded into (appendReceipt, sealAppend), so the
+// writer seals records straight into its group's buffer. endLine ends it.
+func beginLine(buf *bytes.Buffer, t lineType) (mark, off int, room []byte) {
+	mark = buf.Len()
+	buf.WriteString(linePrefix(t))
+	return mark, buf.Len(), buf.AvailableBuffer()
+}
+
+// endLine adds rec, encoded into beginLine's room (or a copy of it, if it
+// outgrew the room), to buf and ends the line.
+func endLine(buf *bytes.Buffer, rec []byte) {
+	buf.Write(rec)
+	buf.WriteString("}\n")
+}
+
 // recordMeta is what scanning needs from a receipt or audit record.
 type recordMeta struct {
 	Seq       int64   `json:"seq"`

@@ -104,21 +104,14 @@ func SignHash(priv ed25519.PrivateKey, hash string) string {
 	return b64.EncodeToString(ed25519.Sign(priv, []byte(hash)))
 }
 
-// sealed is a record with its hash, signature and key id appended.
-type sealed struct {
-	raw  []byte
-	hash string
-	sig  string
-}
-
-// sealAppend seals the record whose JCS form is b[start:] (written by
+// sealAppend seals the record whose JCS form is rec (written by
 // appendReceipt or appendAudit with empty hash, signature and key_id, so
-// without them) in place: it hashes those bytes, signs the hash and puts
+// without them) in place, appending to rec: it hashes those bytes, signs the hash and puts
 // the three members before the closing brace. The stored record is
 // therefore its hashed bytes with those three members last. The ledger
 // writer seals straight into its group commit's buffer.
-func (s *signer) sealAppend(b []byte, start int) ([]byte, string, string, error) {
-	b, h, err := hashAppend(b, start)
+func (s *signer) sealAppend(rec []byte) ([]byte, string, string, error) {
+	b, h, err := hashAppend(rec)
 	if err != nil {
 		return nil, "", "", err
 	}
@@ -132,27 +125,14 @@ func (s *signer) sealAppend(b []byte, start int) ([]byte, string, string, error)
 
 // hashAppend is sealAppend without the signature: it appends only the
 // hash, for audit records that may be unsigned (see mayBeUnsigned).
-func hashAppend(b []byte, start int) ([]byte, string, error) {
-	rec := b[start:]
+func hashAppend(rec []byte) ([]byte, string, error) {
 	if len(rec) < 2 || rec[0] != '{' || rec[len(rec)-1] != '}' {
 		return nil, "", fmt.Errorf("%w: not a JSON object", ErrInvalidRecord)
 	}
 	h := hashBytes(rec)
-	b = append(b[:len(b)-1], `,"hash":"`...)
+	b := append(rec[:len(rec)-1], `,"hash":"`...)
 	b = append(b, h...)
 	return append(b, `"}`...), h, nil
-}
-
-// seal is sealAppend on a copy of canonical.
-func (s *signer) seal(canonical []byte) (sealed, error) {
-	raw, h, sig, err := s.sealAppend(append(make([]byte, 0, len(canonical)+200), canonical...), 0)
-	return sealed{raw: raw, hash: h, sig: sig}, err
-}
-
-// sealHashOnly is hashAppend on a copy of canonical.
-func sealHashOnly(canonical []byte) (sealed, error) {
-	raw, h, err := hashAppend(append(make([]byte, 0, len(canonical)+80), canonical...), 0)
-	return sealed{raw: raw, hash: h}, err
 }
 
 // mayBeUnsigned reports whether an audit record with this decision is

@@ -131,8 +131,11 @@ const flushBytes = 64 << 10
 // reaches flushBytes, and by every write-through commit. Therefore:
 //
 //   - When Sync returns nil, every line committed before it was called is
-//     fsynced. The ledger calls Sync before each group commit, so nothing
-//     it acknowledges rests on a line a crash can lose.
+//     fsynced. The ledger calls Sync beside each group commit whose records
+//     rest on store lines (receipts.Syncer), so nothing it acknowledges
+//     rests on a line a crash can lose. A plain execute's intent is not
+//     such a commit: the only line it rests on is its proof's replay entry,
+//     which the gate restores from the intent at start (RestoreReplay).
 //   - A write-through commit (commitLocked) has reached the kernel, with
 //     every line committed before it, when it returns: a kill -9 loses
 //     none of them (a power loss may lose what was not yet fsynced).
