@@ -106,9 +106,9 @@ func SignHash(priv ed25519.PrivateKey, hash string) string {
 
 // sealAppend seals the record whose JCS form is rec (written by
 // appendReceipt or appendAudit with empty hash, signature and key_id, so
-// without them) in place, appending to rec: it hashes those bytes, signs the hash and puts
-// the three members before the closing brace. The stored record is
-// therefore its hashed bytes with those three members last. The ledger
+// without them), appending to rec: it hashes those bytes, signs the hash
+// and puts the three members before the closing brace. The stored record
+// is therefore its hashed bytes with those three members last. The ledger
 // writer seals straight into its group commit's buffer.
 func (s *signer) sealAppend(rec []byte) ([]byte, string, string, error) {
 	b, h, err := hashAppend(rec)
