@@ -69,17 +69,36 @@ func FuzzParseTime(f *testing.F) {
 	f.Fuzz(checkParseTime)
 }
 
+// BenchmarkFormatTime and BenchmarkParseTime compare the written-out
+// format and parse with the layout-driven ones they replaced.
 func BenchmarkFormatTime(b *testing.B) {
 	tm := time.Date(2026, 11, 23, 5, 22, 19, 123_456_789, time.UTC)
-	for b.Loop() {
-		_ = FormatTime(tm)
-	}
+	b.Run("fast", func(b *testing.B) {
+		for b.Loop() {
+			_ = FormatTime(tm)
+		}
+	})
+	b.Run("layout", func(b *testing.B) {
+		for b.Loop() {
+			_ = tm.UTC().Format(TimeLayout)
+		}
+	})
 }
 
 func BenchmarkParseTime(b *testing.B) {
-	for b.Loop() {
-		if _, err := ParseTime("2026-11-23T05:22:19.123Z"); err != nil {
-			b.Fatal(err)
+	const s = "2026-11-23T05:22:19.123Z"
+	b.Run("fast", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := ParseTime(s); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+	})
+	b.Run("layout", func(b *testing.B) {
+		for b.Loop() {
+			if _, ok := parseTimeReference(s); !ok {
+				b.Fatal(s)
+			}
+		}
+	})
 }
