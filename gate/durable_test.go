@@ -236,8 +236,7 @@ func TestReplayEntryRestoredAfterPowerLoss(t *testing.T) {
 	}
 
 	s2 := gatetest.NewServer(t, gatetest.WithStateDir(dir))
-	b := s2.NewAgent(t)
-	b.Key, b.Lease, b.Sess = a.Key, a.Lease, a.Sess
+	b := on(t, s2, a)
 	wantStatus(t, b.CallWithProof("GET", readPath, nil, readProof, nil), 200, "")
 	wantStatus(t, b.CallWithProof("POST", echoPath, body, proof, nil), 401, "replay_detected")
 	wantStatus(t, b.Execute("echo", map[string]any{"k": 2}, nil), 200, "")

@@ -40,6 +40,14 @@ func newAgent(t *testing.T, s *gatetest.Server, extra map[string]any) *gatetest.
 	return a
 }
 
+// on returns an agent of s that uses ag's key and lease.
+func on(t *testing.T, s *gatetest.Server, ag *gatetest.Agent) *gatetest.Agent {
+	t.Helper()
+	x := s.NewAgent(t)
+	x.Key, x.Lease, x.Sess = ag.Key, ag.Lease, ag.Sess
+	return x
+}
+
 func wantStatus(t *testing.T, r *gatetest.Response, status int, code string) {
 	t.Helper()
 	if r.Status != status || r.Code() != code {
@@ -399,8 +407,7 @@ func TestRestartKeepsState(t *testing.T) {
 	s1.Close()
 
 	s2 := gatetest.NewServer(t, gatetest.WithStateDir(dir))
-	b := s2.NewAgent(t)
-	b.Key, b.Lease, b.Sess = a.Key, a.Lease, a.Sess
+	b := on(t, s2, a)
 	r = b.Execute("echo", map[string]any{"k": 2}, nil)
 	wantStatus(t, r, 200, "")
 	rr := b.Call("GET", "/v1/receipts/"+first, nil)

@@ -26,14 +26,6 @@ func twoGates(t *testing.T) (a, b *gatetest.Server, url string, stop func(), res
 	return a, b, url, stop, restart
 }
 
-// on returns an agent of s that uses ag's key and lease.
-func on(t *testing.T, s *gatetest.Server, ag *gatetest.Agent) *gatetest.Agent {
-	t.Helper()
-	x := s.NewAgent(t)
-	x.Key, x.Lease, x.Sess = ag.Key, ag.Lease, ag.Sess
-	return x
-}
-
 func TestTwoGatesShareRedis(t *testing.T) {
 	ga, gb, _, _, _ := twoGates(t)
 	a := newAgent(t, ga, map[string]any{"budgets": map[string]any{"max_calls": 3}})
