@@ -95,8 +95,13 @@ func appendLine(buf *bytes.Buffer, t lineType, rec []byte) int {
 func beginLine(buf *bytes.Buffer, t lineType) (mark, off int, room []byte) {
 	mark = buf.Len()
 	buf.WriteString(linePrefix(t))
+	buf.Grow(recordRoom)
 	return mark, buf.Len(), buf.AvailableBuffer()
 }
+
+// recordRoom is the room beginLine makes: more than a receipt with a
+// small output or a decision record takes, so they are encoded in place.
+const recordRoom = 4 << 10
 
 // endLine adds rec, encoded into beginLine's room (or a copy of it, if it
 // outgrew the room), to buf and ends the line.

@@ -51,7 +51,10 @@ func HashJSON(raw []byte) (string, error) {
 
 func hashBytes(canon []byte) string {
 	sum := sha256.Sum256(canon)
-	return hashPrefix + hex.EncodeToString(sum[:])
+	var b [len(hashPrefix) + 2*sha256.Size]byte
+	copy(b[:], hashPrefix)
+	hex.Encode(b[len(hashPrefix):], sum[:])
+	return string(b[:])
 }
 
 // recordHash computes the hash of a stored receipt or audit record: JCS of
