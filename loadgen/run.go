@@ -79,6 +79,9 @@ type Result struct {
 	MaxMS           float64        `json:"max_ms"`
 	GateCPUUSPerExe float64        `json:"gate_cpu_us_per_exec"` // 0 when not measured
 	GateCPUS        float64        `json:"gate_cpu_s"`
+	// GateSysUSPerExe is the part of GateCPUUSPerExe spent in the kernel
+	// on the gate's behalf: syscalls, fsyncs, socket reads and writes.
+	GateSysUSPerExe float64 `json:"gate_sys_us_per_exec"`
 }
 
 // agentStats is one agent's tally (owned by its goroutine until the end).
@@ -191,8 +194,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.MaxMS = ms(all[len(all)-1])
 	}
 	if cfg.GatePID != 0 && cpuErr == nil && cpuErr2 == nil && res.Requests > 0 {
-		res.GateCPUS = (cpu1 - cpu0).Seconds()
-		res.GateCPUUSPerExe = float64((cpu1 - cpu0).Microseconds()) / float64(res.Requests)
+		res.GateCPUS = (cpu1.total() - cpu0.total()).Seconds()
+		res.GateCPUUSPerExe = float64((cpu1.total() - cpu0.total()).Microseconds()) / float64(res.Requests)
+		res.GateSysUSPerExe = float64((cpu1.sys - cpu0.sys).Microseconds()) / float64(res.Requests)
 	}
 	if cfg.GatePID != 0 && (cpuErr != nil || cpuErr2 != nil) {
 		return res, fmt.Errorf("gate CPU time: %w", errors.Join(cpuErr, cpuErr2))
@@ -215,33 +219,38 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 // Linux architecture Go supports.
 const clockTicks = 100
 
-// processCPU returns the user+system CPU time of pid (all its threads) from
-// /proc/<pid>/stat; 0 when pid is 0.
-func processCPU(pid int) (time.Duration, error) {
+// cpuTimes is a process's CPU time in user space and in the kernel.
+type cpuTimes struct{ user, sys time.Duration }
+
+func (c cpuTimes) total() time.Duration { return c.user + c.sys }
+
+// processCPU returns the user and system CPU time of pid (all its
+// threads) from /proc/<pid>/stat; zero when pid is 0.
+func processCPU(pid int) (cpuTimes, error) {
 	if pid == 0 {
-		return 0, nil
+		return cpuTimes{}, nil
 	}
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, err
+		return cpuTimes{}, err
 	}
 	// The command name may contain spaces; fields resume after the last ')'.
 	s := string(data)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+		return cpuTimes{}, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
 	f := strings.Fields(s[i+1:])
 	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+		return cpuTimes{}, fmt.Errorf("/proc/%d/stat: too few fields", pid)
 	}
 	ut, err1 := strconv.ParseInt(f[11], 10, 64)
 	stm, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
+		return cpuTimes{}, fmt.Errorf("/proc/%d/stat: bad utime/stime", pid)
 	}
-	return time.Duration(ut+stm) * time.Second / clockTicks, nil
+	return cpuTimes{user: time.Duration(ut) * time.Second / clockTicks, sys: time.Duration(stm) * time.Second / clockTicks}, nil
 }
 
 // ProcessRSS returns the resident set size of pid in bytes (from

@@ -40,6 +40,9 @@ type benchSummary struct {
 	Errors           int64          `json:"errors"`
 	ErrorsByCode     map[string]int `json:"errors_by_code"`
 	GateCPUUSPerExec float64        `json:"gate_cpu_us_per_exec"`
+	// GateSysUSPerExec is the kernel's share of it (syscalls, fsyncs,
+	// socket I/O), from the same /proc times.
+	GateSysUSPerExec float64        `json:"gate_sys_us_per_exec"`
 	GateRSSBytes     int64          `json:"gate_rss_bytes"`
 	FloorUS          float64        `json:"floor_us"`
 	Floor            *loadgen.Floor `json:"floor"`
@@ -85,7 +88,9 @@ targets a running gate; give --pid for its CPU time.
 It also measures the floor in-process, before and after the run (the mean
 is used): one ES256 proof verification, one Ed25519 receipt signature and
 one full policy evaluation, with the gate's own packages.
-ratio_to_floor = gate CPU per execute / floor.`,
+ratio_to_floor = gate CPU per execute / floor; ratio_to_crypto = gate CPU
+per execute / (ES256 verification + Ed25519 signature). gate_sys_us_per_exec
+is the kernel's share of the gate's CPU (syscalls, fsyncs, socket I/O).`,
 		Example: `  latchgate bench --duration 10s --agents 32
   latchgate bench --rate 1000 --json
   latchgate bench --redis-url redis://127.0.0.1:6379/0
@@ -130,7 +135,8 @@ ratio_to_floor = gate CPU per execute / floor.`,
 				Mode: mode, Agents: res.Agents, RatePerS: rate, DurationS: round3(res.DurationS), Requests: res.Requests,
 				ThroughputPerS: round3(res.ThroughputPerS), P50MS: res.P50MS, P95MS: res.P95MS, P99MS: res.P99MS, MaxMS: res.MaxMS,
 				Errors: res.Errors, ErrorsByCode: res.ErrorsByCode, GateCPUUSPerExec: round3(res.GateCPUUSPerExe),
-				FloorUS: round3(floor.TotalUS), Floor: floor,
+				GateSysUSPerExec: round3(res.GateSysUSPerExe),
+				FloorUS:          round3(floor.TotalUS), Floor: floor,
 				FloorBeforeUS: round3(before.TotalUS), FloorAfterUS: round3(after.TotalUS),
 			}
 			if pid != 0 {
@@ -200,7 +206,7 @@ func printBench(w io.Writer, s benchSummary) {
 	}
 	fmt.Fprintf(w, "errors       %d %s\n", s.Errors, strings.Join(parts, " "))
 	if s.GateCPUUSPerExec > 0 {
-		fmt.Fprintf(w, "gate CPU     %.1f µs/execute (RSS %.1f MiB)\n", s.GateCPUUSPerExec, float64(s.GateRSSBytes)/(1<<20))
+		fmt.Fprintf(w, "gate CPU     %.1f µs/execute, %.1f of it in the kernel (RSS %.1f MiB)\n", s.GateCPUUSPerExec, s.GateSysUSPerExec, float64(s.GateRSSBytes)/(1<<20))
 	} else {
 		fmt.Fprintf(w, "gate CPU     not measured (give --pid)\n")
 	}

@@ -49,13 +49,16 @@ func TestBenchJSON(t *testing.T) {
 			if err := json.Unmarshal(lines[0], &got); err != nil {
 				t.Fatalf("stdout is not JSON: %v\n%s", err, lines[0])
 			}
-			for _, k := range []string{"throughput_per_s", "p50_ms", "p95_ms", "p99_ms", "errors", "gate_cpu_us_per_exec", "floor_us", "floor_before_us", "floor_after_us", "ratio_to_floor", "requests"} {
+			for _, k := range []string{"throughput_per_s", "p50_ms", "p95_ms", "p99_ms", "errors", "gate_cpu_us_per_exec", "gate_sys_us_per_exec", "floor_us", "floor_before_us", "floor_after_us", "ratio_to_floor", "requests"} {
 				if _, ok := got[k].(float64); !ok {
 					t.Errorf("summary[%q] = %#v, want a number", k, got[k])
 				}
 			}
 			if f, b, a := got["floor_us"].(float64), got["floor_before_us"].(float64), got["floor_after_us"].(float64); math.Abs(f-(b+a)/2) > 0.01 {
 				t.Errorf("floor_us = %v, want the mean of before %v and after %v", f, b, a)
+			}
+			if sys, all := got["gate_sys_us_per_exec"].(float64), got["gate_cpu_us_per_exec"].(float64); sys < 0 || sys > all {
+				t.Errorf("gate_sys_us_per_exec = %v, want a part of gate_cpu_us_per_exec %v", sys, all)
 			}
 			if got["mode"] != tt.wantMode {
 				t.Errorf("summary mode = %v, want %s", got["mode"], tt.wantMode)
