@@ -1040,3 +1040,74 @@ func TestOnReceiptGetsStoredBytes(t *testing.T) {
 		}
 	}
 }
+
+// blockingSyncer blocks its first Sync until release is closed.
+type blockingSyncer struct {
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *blockingSyncer) Sync() error {
+	first := false
+	s.once.Do(func() { first = true })
+	if first {
+		close(s.entered)
+		<-s.release
+	}
+	return nil
+}
+
+// TestBusyCommitWindow: after a group of at least BusyCommitOps records,
+// the next group waits (here: up to 30 s, far longer than the test looks)
+// until it holds twice as many, and then commits them together; an idle
+// ledger commits at once.
+func TestBusyCommitWindow(t *testing.T) {
+	sy := &blockingSyncer{entered: make(chan struct{}), release: make(chan struct{})}
+	var commits atomic.Int64
+	l, err := Open(Config{Dir: t.TempDir(), GateID: "g", BusyCommitWindow: 30 * time.Second, BusyCommitOps: 4},
+		Deps{Clock: clock.NewFake(t0), Logger: zerolog.Nop(), Syncer: sy, ObserveCommit: func(time.Duration) { commits.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	appendAll := func(from, n int) *sync.WaitGroup {
+		var wg sync.WaitGroup
+		for i := from; i < from+n; i++ {
+			wg.Go(func() { mustAppend(t, l, sampleReceipt(i)) })
+		}
+		return &wg
+	}
+
+	// Idle: the first group (one intent, held in its store sync) starts at once.
+	go func() {
+		if err := l.WriteIntent(context.Background(), sampleIntent(100)); err != nil {
+			t.Error(err)
+		}
+	}()
+	<-sy.entered
+	// Five receipts queue behind it and form the next group: a busy one.
+	queued := appendAll(0, 5)
+	for len(l.ops) < 5 {
+		time.Sleep(time.Millisecond)
+	}
+	close(sy.release)
+	queued.Wait()
+	before := commits.Load()
+
+	// The group after a busy one waits for ten records.
+	nine := appendAll(5, 9)
+	time.Sleep(100 * time.Millisecond)
+	if got := commits.Load(); got != before {
+		t.Fatalf("%d commits while the group after a busy one held fewer than twice its records", got-before)
+	}
+	last := appendAll(14, 1)
+	nine.Wait()
+	last.Wait()
+	if got := commits.Load() - before; got != 1 {
+		t.Errorf("the ten records took %d commits, want 1", got)
+	}
+	if res := l.Verify(); !res.Intact || res.Receipts != 15 {
+		t.Errorf("Verify = %+v", res)
+	}
+}
