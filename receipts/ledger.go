@@ -96,7 +96,7 @@ type Config struct {
 	// least BusyCommitOps records, the next one waits until it holds twice
 	// as many or the window has passed. Under load a bigger group costs
 	// fewer fsyncs and head signatures per record; `latchgate bench` at
-	// full speed measured 4–20 % less gate CPU per execute with 1ms
+	// full speed measured 6–24 % less gate CPU per execute with 1ms
 	// (BENCHMARKS.md). A lightly loaded ledger (1,000 executes/s: groups
 	// of one to three) never waits. Default (0): 1ms; -1: never wait.
 	BusyCommitWindow time.Duration

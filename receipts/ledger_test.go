@@ -838,6 +838,8 @@ func TestConfigValidate(t *testing.T) {
 		{"no gate id", Config{Dir: "x"}},
 		{"negative cap", Config{Dir: "x", GateID: "g", OutputCap: -1}},
 		{"negative window", Config{Dir: "x", GateID: "g", GroupCommitWindow: -1}},
+		{"busy window below -1", Config{Dir: "x", GateID: "g", BusyCommitWindow: -2}},
+		{"negative busy ops", Config{Dir: "x", GateID: "g", BusyCommitOps: -1}},
 		{"negative intern cap", Config{Dir: "x", GateID: "g", AuditInternCap: -1}},
 		{"intern cap over 65535", Config{Dir: "x", GateID: "g", AuditInternCap: 65536}},
 	}

@@ -93,6 +93,14 @@ type fileConfig struct {
 	Egress struct {
 		AllowCIDRs []string `yaml:"allow_cidrs"` // TEST ONLY: reach denied ranges
 	} `yaml:"egress"`
+	Ledger struct {
+		// BusyCommitWindow is how long a group commit waits for more
+		// records when the group before it held BusyCommitOps or more:
+		// default 1ms, -1ns (or any negative) never waits. See
+		// receipts.Config.BusyCommitWindow.
+		BusyCommitWindow time.Duration `yaml:"busy_commit_window"`
+		BusyCommitOps    int           `yaml:"busy_commit_ops"` // default 8
+	} `yaml:"ledger"`
 }
 
 // loadFileConfig reads path (empty: no file).

@@ -46,6 +46,12 @@ func TestConfigPrecedence(t *testing.T) {
 			}
 		})
 	}
+	// The ledger section reaches the file config.
+	led := filepath.Join(t.TempDir(), "ledger.yaml")
+	_ = os.WriteFile(led, []byte("ledger: {busy_commit_window: 500us, busy_commit_ops: 4}\n"), 0o600)
+	if c, err := loadFileConfig(led); err != nil || c.Ledger.BusyCommitWindow != 500*time.Microsecond || c.Ledger.BusyCommitOps != 4 {
+		t.Fatalf("loadFileConfig(ledger section) = %+v, %v", c.Ledger, err)
+	}
 	// Unknown keys in the file are refused, naming the problem.
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	_ = os.WriteFile(bad, []byte("redis_ulr: x\n"), 0o600)

@@ -280,7 +280,12 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 	if rs, ok := st.(*store.Redis); ok {
 		ldeps.OnReceipt = rs.CopyReceipt // other gates sharing Redis serve our receipts
 	}
-	led, err := receipts.Open(receipts.Config{Dir: filepath.Join(cfg.StateDir, "ledger"), GateID: id}, ldeps)
+	lcfg := receipts.Config{Dir: filepath.Join(cfg.StateDir, "ledger"), GateID: id,
+		BusyCommitWindow: cfg.Ledger.BusyCommitWindow, BusyCommitOps: cfg.Ledger.BusyCommitOps}
+	if lcfg.BusyCommitWindow < 0 {
+		lcfg.BusyCommitWindow = -1 // never wait
+	}
+	led, err := receipts.Open(lcfg, ldeps)
 	if err != nil {
 		_ = st.Close()
 		return nil, err
