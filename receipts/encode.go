@@ -160,7 +160,6 @@ func (e *jcsEnc) strs(ss []string) {
 		e.str(s)
 	}
 	e.b = append(e.b, ']')
-	e.first = false
 }
 
 var errEmptyRaw = errors.New("json: error calling MarshalJSON for type json.RawMessage: unexpected end of JSON input")
@@ -206,6 +205,19 @@ func (e *jcsEnc) done() ([]byte, error) {
 	return e.b, nil
 }
 
+// member writes the string member k: v.
+func (e *jcsEnc) member(k, v string) {
+	e.key(k)
+	e.str(v)
+}
+
+// optional writes k: v unless v is empty (an omitempty field).
+func (e *jcsEnc) optional(k, v string) {
+	if v != "" {
+		e.member(k, v)
+	}
+}
+
 func (e *jcsEnc) peer(p *Peer) {
 	e.open()
 	e.key("pid")
@@ -221,18 +233,23 @@ func (e *jcsEnc) approval(a *Approval) {
 		return
 	}
 	e.open()
-	e.key("approval_id")
-	e.str(a.ApprovalID)
-	e.key("approved_at")
-	e.str(a.ApprovedAt)
-	e.key("approved_by")
-	e.str(a.ApprovedBy)
-	e.key("kind")
-	e.str(a.Kind)
+	e.member("approval_id", a.ApprovalID)
+	e.member("approved_at", a.ApprovedAt)
+	e.member("approved_by", a.ApprovedBy)
+	e.member("kind", a.Kind)
 	e.close()
 }
 
-func (e *jcsEnc) egress(g Egress) {
+// dispatched writes the members a receipt and its intent share and that
+// sort first in both: action_digest … egress.
+func (e *jcsEnc) dispatched(digest, id, version, agentID string, a *Approval, g Egress) {
+	e.member("action_digest", digest)
+	e.member("action_id", id)
+	e.member("action_version", version)
+	e.optional("agent_id", agentID)
+	e.key("approval")
+	e.approval(a)
+	e.key("egress")
 	e.open()
 	e.key("hosts")
 	e.strs(g.Hosts)
@@ -243,40 +260,16 @@ func (e *jcsEnc) egress(g Egress) {
 func appendReceipt(b []byte, r *Receipt) ([]byte, error) {
 	e := jcsEnc{b: b}
 	e.open()
-	e.key("action_digest")
-	e.str(r.ActionDigest)
-	e.key("action_id")
-	e.str(r.ActionID)
-	e.key("action_version")
-	e.str(r.ActionVersion)
-	if r.AgentID != "" {
-		e.key("agent_id")
-		e.str(r.AgentID)
-	}
-	e.key("approval")
-	e.approval(r.Approval)
-	e.key("egress")
-	e.egress(r.Egress)
-	e.key("finished_at")
-	e.str(r.FinishedAt)
-	e.key("gate_id")
-	e.str(r.GateID)
-	e.key("grant_id")
-	e.str(r.GrantID)
-	if r.Hash != "" {
-		e.key("hash")
-		e.str(r.Hash)
-	}
-	if r.KeyID != "" {
-		e.key("key_id")
-		e.str(r.KeyID)
-	}
+	e.dispatched(r.ActionDigest, r.ActionID, r.ActionVersion, r.AgentID, r.Approval, r.Egress)
+	e.member("finished_at", r.FinishedAt)
+	e.member("gate_id", r.GateID)
+	e.member("grant_id", r.GrantID)
+	e.optional("hash", r.Hash)
+	e.optional("key_id", r.KeyID)
 	e.key("normalized_result")
 	e.open()
-	e.key("kind")
-	e.str(r.NormalizedResult.Kind)
-	e.key("summary")
-	e.str(r.NormalizedResult.Summary)
+	e.member("kind", r.NormalizedResult.Kind)
+	e.member("summary", r.NormalizedResult.Summary)
 	e.close()
 	e.key("output")
 	e.raw(r.Output)
@@ -286,36 +279,24 @@ func appendReceipt(b []byte, r *Receipt) ([]byte, error) {
 		e.key("peer")
 		e.peer(r.Peer)
 	}
-	e.key("policy_version")
-	e.str(r.PolicyVersion)
+	e.member("policy_version", r.PolicyVersion)
 	e.key("prev_hash")
 	e.strPtr(r.PrevHash)
-	e.key("principal")
-	e.str(r.Principal)
-	e.key("provider_module_digest")
-	e.str(r.ProviderModuleDigest)
-	e.key("receipt_id")
-	e.str(r.ReceiptID)
-	e.key("request_hash")
-	e.str(r.RequestHash)
+	e.member("principal", r.Principal)
+	e.member("provider_module_digest", r.ProviderModuleDigest)
+	e.member("receipt_id", r.ReceiptID)
+	e.member("request_hash", r.RequestHash)
 	e.key("response_hash")
 	e.strPtr(r.ResponseHash)
 	e.key("seq")
 	e.int(r.Seq)
-	e.key("session_id")
-	e.str(r.SessionID)
-	if r.Signature != "" {
-		e.key("signature")
-		e.str(r.Signature)
-	}
-	e.key("started_at")
-	e.str(r.StartedAt)
-	e.key("trace_id")
-	e.str(r.TraceID)
+	e.member("session_id", r.SessionID)
+	e.optional("signature", r.Signature)
+	e.member("started_at", r.StartedAt)
+	e.member("trace_id", r.TraceID)
 	e.key("verification_outcome")
 	e.open()
-	e.key("status")
-	e.str(r.VerificationOutcome.Status)
+	e.member("status", r.VerificationOutcome.Status)
 	e.close()
 	e.close()
 	return e.done()
@@ -325,51 +306,27 @@ func appendReceipt(b []byte, r *Receipt) ([]byte, error) {
 func appendIntent(b []byte, in *Intent) ([]byte, error) {
 	e := jcsEnc{b: b}
 	e.open()
-	e.key("action_digest")
-	e.str(in.ActionDigest)
-	e.key("action_id")
-	e.str(in.ActionID)
-	e.key("action_version")
-	e.str(in.ActionVersion)
-	if in.AgentID != "" {
-		e.key("agent_id")
-		e.str(in.AgentID)
-	}
-	e.key("approval")
-	e.approval(in.Approval)
-	e.key("egress")
-	e.egress(in.Egress)
-	e.key("grant_id")
-	e.str(in.GrantID)
+	e.dispatched(in.ActionDigest, in.ActionID, in.ActionVersion, in.AgentID, in.Approval, in.Egress)
+	e.member("grant_id", in.GrantID)
 	if in.Peer != nil {
 		e.key("peer")
 		e.peer(in.Peer)
 	}
-	e.key("policy_version")
-	e.str(in.PolicyVersion)
-	e.key("principal")
-	e.str(in.Principal)
+	e.member("policy_version", in.PolicyVersion)
+	e.member("principal", in.Principal)
 	if p := in.Proof; p != nil {
 		e.key("proof")
 		e.open()
-		e.key("expires_at")
-		e.str(p.ExpiresAt)
-		e.key("jkt")
-		e.str(p.JKT)
-		e.key("jti")
-		e.str(p.JTI)
+		e.member("expires_at", p.ExpiresAt)
+		e.member("jkt", p.JKT)
+		e.member("jti", p.JTI)
 		e.close()
 	}
-	e.key("receipt_id")
-	e.str(in.ReceiptID)
-	e.key("request_hash")
-	e.str(in.RequestHash)
-	e.key("session_id")
-	e.str(in.SessionID)
-	e.key("started_at")
-	e.str(in.StartedAt)
-	e.key("trace_id")
-	e.str(in.TraceID)
+	e.member("receipt_id", in.ReceiptID)
+	e.member("request_hash", in.RequestHash)
+	e.member("session_id", in.SessionID)
+	e.member("started_at", in.StartedAt)
+	e.member("trace_id", in.TraceID)
 	e.close()
 	return e.done()
 }
@@ -378,42 +335,32 @@ func appendIntent(b []byte, in *Intent) ([]byte, error) {
 func appendAudit(b []byte, a *AuditRecord) ([]byte, error) {
 	e := jcsEnc{b: b}
 	e.open()
-	optional := func(k, v string) {
-		if v != "" {
-			e.key(k)
-			e.str(v)
-		}
-	}
-	optional("action_id", a.ActionID)
-	optional("agent_id", a.AgentID)
-	optional("approval_id", a.ApprovalID)
-	optional("decided_by", a.DecidedBy)
-	e.key("decision")
-	e.str(a.Decision)
+	e.optional("action_id", a.ActionID)
+	e.optional("agent_id", a.AgentID)
+	e.optional("approval_id", a.ApprovalID)
+	e.optional("decided_by", a.DecidedBy)
+	e.member("decision", a.Decision)
 	if len(a.DenyReasons) > 0 {
 		e.key("deny_reasons")
 		e.strs(a.DenyReasons)
 	}
-	e.key("gate_id")
-	e.str(a.GateID)
-	optional("hash", a.Hash)
-	e.key("id")
-	e.str(a.ID)
-	optional("key_id", a.KeyID)
-	optional("policy_version", a.PolicyVersion)
+	e.member("gate_id", a.GateID)
+	e.optional("hash", a.Hash)
+	e.member("id", a.ID)
+	e.optional("key_id", a.KeyID)
+	e.optional("policy_version", a.PolicyVersion)
 	e.key("prev_hash")
 	e.strPtr(a.PrevHash)
-	optional("principal", a.Principal)
-	optional("reason", a.Reason)
-	optional("receipt_id", a.ReceiptID)
-	optional("request_hash", a.RequestHash)
+	e.optional("principal", a.Principal)
+	e.optional("reason", a.Reason)
+	e.optional("receipt_id", a.ReceiptID)
+	e.optional("request_hash", a.RequestHash)
 	e.key("seq")
 	e.int(a.Seq)
-	optional("session_id", a.SessionID)
-	optional("signature", a.Signature)
-	e.key("time")
-	e.str(a.Time)
-	optional("trace_id", a.TraceID)
+	e.optional("session_id", a.SessionID)
+	e.optional("signature", a.Signature)
+	e.member("time", a.Time)
+	e.optional("trace_id", a.TraceID)
 	e.close()
 	return e.done()
 }
@@ -422,12 +369,9 @@ func appendAudit(b []byte, a *AuditRecord) ([]byte, error) {
 func appendAbort(b []byte, r *abortRecord) ([]byte, error) {
 	e := jcsEnc{b: b}
 	e.open()
-	e.key("at")
-	e.str(r.At)
-	e.key("grant_id")
-	e.str(r.GrantID)
-	e.key("reason")
-	e.str(r.Reason)
+	e.member("at", r.At)
+	e.member("grant_id", r.GrantID)
+	e.member("reason", r.Reason)
 	e.close()
 	return e.done()
 }
@@ -436,26 +380,16 @@ func appendAbort(b []byte, r *abortRecord) ([]byte, error) {
 func appendHead(b []byte, h *Head) ([]byte, error) {
 	e := jcsEnc{b: b}
 	e.open()
-	e.key("audit_hash")
-	e.str(h.AuditHash)
+	e.member("audit_hash", h.AuditHash)
 	e.key("audit_seq")
 	e.int(h.AuditSeq)
-	e.key("gate_id")
-	e.str(h.GateID)
-	e.key("hash")
-	e.str(h.Hash)
-	if h.KeyID != "" {
-		e.key("key_id")
-		e.str(h.KeyID)
-	}
+	e.member("gate_id", h.GateID)
+	e.member("hash", h.Hash)
+	e.optional("key_id", h.KeyID)
 	e.key("seq")
 	e.int(h.Seq)
-	if h.Signature != "" {
-		e.key("signature")
-		e.str(h.Signature)
-	}
-	e.key("signed_at")
-	e.str(h.SignedAt)
+	e.optional("signature", h.Signature)
+	e.member("signed_at", h.SignedAt)
 	e.close()
 	return e.done()
 }
