@@ -188,19 +188,20 @@ type Deps struct {
 type Gate struct {
 	cfg Config
 	st  store.Store
-	// stLocal: st is the embedded store, which never waits on a network
-	// and reads its context only on entry, so a per-call deadline would
-	// bound nothing (and cost a timer per call; see storeCtx).
-	stLocal bool
-	auth    *lease.Authority
-	keys    *lease.Keys
-	led     *receipts.Ledger
-	run     *actions.Runner
-	clk     clock.Clock
-	log     zerolog.Logger
-	mets    *metrics
-	gath    prometheus.Gatherer
-	start   time.Time
+	// emb is st when st is the embedded store itself (nil for Redis and
+	// for the wrappers tests use). It never waits on a network and reads
+	// its context only on entry, so its calls get no deadline (storeCtx),
+	// and it can restore replay entries (restoreReplay).
+	emb   *store.Embedded
+	auth  *lease.Authority
+	keys  *lease.Keys
+	led   *receipts.Ledger
+	run   *actions.Runner
+	clk   clock.Clock
+	log   zerolog.Logger
+	mets  *metrics
+	gath  prometheus.Gatherer
+	start time.Time
 
 	sharedKeys atomic.Pointer[[]byte] // receipt key set last published to a shared store
 
@@ -248,12 +249,13 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 		gath = prometheus.NewRegistry()
 	}
 	g := &Gate{
-		cfg: cfg, st: deps.Store, stLocal: isEmbedded(deps.Store), auth: deps.Leases, keys: deps.LeaseKey, led: deps.Ledger,
+		cfg: cfg, st: deps.Store, auth: deps.Leases, keys: deps.LeaseKey, led: deps.Ledger,
 		run: deps.Runner, clk: deps.Clock, log: deps.Logger, gath: gath,
 		reloadFn: deps.Reload, mets: newMetrics(reg),
 		leaseLimiter: newLimiter(cfg.LeaseRate, deps.Clock),
 		execLimiter:  newLimiter(cfg.ExecRate, deps.Clock),
 	}
+	g.emb, _ = deps.Store.(*store.Embedded)
 	g.events, g.hooks = deps.Events, deps.Webhooks
 	if g.events == nil {
 		ev, err := events.Open(events.Config{}, deps.Clock, deps.Logger)
@@ -275,39 +277,26 @@ func New(cfg Config, deps Deps) (*Gate, error) {
 	return g, nil
 }
 
-// replayRestorer is a store that can put back replay entries a power loss
-// took from it (store.Embedded).
-type replayRestorer interface {
-	RestoreReplay(ctx context.Context, entries []store.ReplayEntry, now time.Time) (int, error)
-}
-
 // restoreReplay puts the replay entries of the proofs named by the
-// ledger's recent intents back into the store before the gate serves. A
-// plain execute's intent commit does not sync the embedded store
+// ledger's recent intents back into the embedded store before the gate
+// serves. A plain execute's intent commit does not sync that store
 // (receipts.Intent.StoreState), so a power loss can take a used proof's
 // replay entry; its intent, durable before the action ran, still names
-// the proof. A store that cannot restore (Redis, whose durability is its
-// own) is left alone. Failing here keeps the gate from starting.
+// the proof. Redis keeps its own durability and is left alone. Failing
+// here keeps the gate from starting.
 func (g *Gate) restoreReplay() error {
-	rs, ok := g.st.(replayRestorer)
-	if !ok || g.led == nil {
+	if g.emb == nil || g.led == nil {
 		return nil
 	}
-	refs := g.led.RecentProofs()
-	if len(refs) == 0 {
+	used := g.led.RecentProofs()
+	if len(used) == 0 {
 		return nil
 	}
-	entries := make([]store.ReplayEntry, 0, len(refs))
-	for _, p := range refs {
-		exp, err := receipts.ParseTime(p.ExpiresAt)
-		if err != nil {
-			continue // the ledger only hands back parsed times
-		}
-		entries = append(entries, store.ReplayEntry{JKT: p.JKT, JTI: p.JTI, ExpiresAt: exp})
+	entries := make([]store.ReplayEntry, len(used))
+	for i, p := range used {
+		entries[i] = store.ReplayEntry{JKT: p.JKT, JTI: p.JTI, ExpiresAt: p.ExpiresAt}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.StoreTimeout)
-	defer cancel()
-	n, err := rs.RestoreReplay(ctx, entries, g.clk.Now())
+	n, err := g.emb.RestoreReplay(context.Background(), entries, g.clk.Now())
 	if err != nil {
 		return fmt.Errorf("gate: restore replay entries from the ledger: %w", err)
 	}
@@ -419,20 +408,13 @@ func newID() string {
 // cut short, and the timer of context.WithTimeout was ≈ 2 µs of every
 // execute's two store calls in a profile.
 func (g *Gate) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if g.stLocal {
+	if g.emb != nil {
 		return ctx, noCancel
 	}
 	return context.WithTimeout(ctx, g.cfg.StoreTimeout)
 }
 
 func noCancel() {}
-
-// isEmbedded reports whether st is the embedded store itself (a wrapper
-// around it, as tests use, still gets deadlines).
-func isEmbedded(st store.Store) bool {
-	_, ok := st.(*store.Embedded)
-	return ok
-}
 
 // principalConfig returns the limits for a principal ("*" fallback).
 func (g *Gate) principalConfig(p string) Principal {

@@ -252,7 +252,7 @@ type Ledger struct {
 	failed       error       // sticky: the file state is unknown
 	broken       atomic.Bool // mirrors failed != nil for readers outside the writer
 	pendingIDs   map[string]struct{}
-	proofs       []ProofRef // RecentProofs: collected by recover, read once
+	proofs       []UsedProof // RecentProofs: collected by recover, read once
 	batchBuf     bytes.Buffer
 	stagedBuf    []staged // commit's per-op state, reused
 	headWriterCh chan struct{}
@@ -453,7 +453,7 @@ func (l *Ledger) recover(head *Head) ([]*Intent, error) {
 				intents[in.GrantID] = &in
 				if p := in.Proof; p != nil {
 					if exp, err := ParseTime(p.ExpiresAt); err == nil && exp.After(now) {
-						l.proofs = append(l.proofs, *p)
+						l.proofs = append(l.proofs, UsedProof{JKT: p.JKT, JTI: p.JTI, ExpiresAt: exp})
 					}
 				}
 			}
@@ -590,12 +590,19 @@ func (l *Ledger) submit(ctx context.Context, o *op) error {
 	return <-o.done
 }
 
+// UsedProof is a DPoP proof an intent named (Intent.Proof), with its
+// replay expiry parsed.
+type UsedProof struct {
+	JKT, JTI  string
+	ExpiresAt time.Time
+}
+
 // RecentProofs returns the proofs named by intents that were in the
 // ledger when it was opened and whose replay entries have not expired
 // yet, oldest first. The gate restores their replay entries into the
 // embedded store before it serves (see Syncer). The first call takes
 // them; later calls return nil.
-func (l *Ledger) RecentProofs() []ProofRef {
+func (l *Ledger) RecentProofs() []UsedProof {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	p := l.proofs
