@@ -48,12 +48,24 @@ func (c RedisConfig) withDefaults() RedisConfig {
 	return c
 }
 
+// ValidRedisURLScheme reports whether url names a Redis server the way the
+// Redis backend accepts: redis:// (TCP), rediss:// (TLS) or unix:// (a
+// Unix socket, for a Redis on the gate's own host).
+func ValidRedisURLScheme(url string) bool {
+	for _, p := range []string{"redis://", "rediss://", "unix://"} {
+		if strings.HasPrefix(url, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // Validate reports the first invalid field.
 func (c RedisConfig) Validate() error {
 	switch {
 	case c.URL == "":
 		return errors.New("store: redis url is required (redis://host:port)")
-	case !strings.HasPrefix(c.URL, "redis://") && !strings.HasPrefix(c.URL, "rediss://") && !strings.HasPrefix(c.URL, "unix://"):
+	case !ValidRedisURLScheme(c.URL):
 		return errors.New("store: redis url must start with redis://, rediss:// or unix://")
 	case c.Timeout <= 0:
 		return errors.New("store: redis timeout must be a positive duration such as \"2s\"")

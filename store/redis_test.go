@@ -46,6 +46,15 @@ func TestRedisContract(t *testing.T) {
 	})
 }
 
+// TestRedisContractUnixSocket: a Redis on the gate's host can be reached
+// over a Unix socket (unix://), with the same contract.
+func TestRedisContractUnixSocket(t *testing.T) {
+	url := storetest.StartRedisUnix(t)
+	runContract(t, func(t *testing.T, clk *clock.Fake) Store {
+		return newTestRedis(t, url, "t"+uuid.NewString()[:8]+":", clk, 0)
+	})
+}
+
 func TestRedisGrantsAcrossGates(t *testing.T) {
 	url, _, _ := storetest.StartRedis(t)
 	clk := clock.NewFake(testStart())
@@ -235,7 +244,10 @@ func TestRedisConfigValidate(t *testing.T) {
 	}{
 		{"ok", RedisConfig{URL: "redis://127.0.0.1:6379", MACKey: testMACKey()}, true},
 		{"no_url", RedisConfig{MACKey: testMACKey()}, false},
+		{"tls", RedisConfig{URL: "rediss://127.0.0.1:6380", MACKey: testMACKey()}, true},
+		{"unix_socket", RedisConfig{URL: "unix:///run/redis/redis.sock", MACKey: testMACKey()}, true},
 		{"bad_scheme", RedisConfig{URL: "http://x", MACKey: testMACKey()}, false},
+		{"no_scheme", RedisConfig{URL: "127.0.0.1:6379", MACKey: testMACKey()}, false},
 		{"short_key", RedisConfig{URL: "redis://x:1", MACKey: []byte("short")}, false},
 		{"no_key", RedisConfig{URL: "redis://x:1"}, false},
 	}

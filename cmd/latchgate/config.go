@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/latchgate/latchgate/gate"
+	"github.com/latchgate/latchgate/store"
 	"github.com/latchgate/latchgate/webhooks"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
@@ -229,8 +230,8 @@ func (c *fileConfig) validate() error {
 	default:
 		return fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel)
 	}
-	if c.RedisURL != "" && !strings.HasPrefix(c.RedisURL, "redis://") && !strings.HasPrefix(c.RedisURL, "rediss://") {
-		return errors.New("redis_url must start with redis:// or rediss://")
+	if c.RedisURL != "" && !store.ValidRedisURLScheme(c.RedisURL) {
+		return errors.New("redis_url must start with redis://, rediss:// or unix://")
 	}
 	return c.webhookConfig().Validate()
 }

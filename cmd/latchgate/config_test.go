@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -64,5 +65,35 @@ func TestConfigPrecedence(t *testing.T) {
 		return "soon", k == "LATCHGATE_POLICY_TIMEOUT"
 	}); err == nil {
 		t.Fatal("overlay(LATCHGATE_POLICY_TIMEOUT=soon) = nil error")
+	}
+}
+
+// The serve config accepts the Redis URLs the Redis backend accepts,
+// including unix:// for a Redis on the gate's host, and names the schemes
+// when it refuses one.
+func TestConfigRedisURL(t *testing.T) {
+	for _, tt := range []struct {
+		url string
+		ok  bool
+	}{
+		{"", true},
+		{"redis://127.0.0.1:6379/0", true},
+		{"rediss://redis.internal:6380/0", true},
+		{"unix:///run/redis/redis.sock", true},
+		{"http://127.0.0.1:6379", false},
+		{"127.0.0.1:6379", false},
+	} {
+		cfg, err := loadFileConfig("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.RedisURL = tt.url
+		err = cfg.validate()
+		if (err == nil) != tt.ok {
+			t.Errorf("validate(redis_url %q) = %v, want ok=%v", tt.url, err, tt.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "unix://") {
+			t.Errorf("validate(redis_url %q) = %q, want the accepted schemes named", tt.url, err)
+		}
 	}
 }

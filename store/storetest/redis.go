@@ -28,6 +28,7 @@ type Redis struct {
 	bin  string
 	dir  string
 	port int
+	sock string // a Unix socket too, when set
 
 	mu  sync.Mutex // guards cmd
 	cmd *exec.Cmd
@@ -56,6 +57,29 @@ func StartRedis(tb testing.TB) (url string, stop func(), restart func(empty bool
 	return "redis://" + r.addr(), r.stop, r.restart
 }
 
+// StartRedisUnix is StartRedis for a server that also listens on a Unix
+// socket (mode 0700, in a short temp dir: socket paths are limited to
+// about 100 bytes); it returns that socket's unix:// URL.
+func StartRedisUnix(tb testing.TB) string {
+	tb.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv(RequireEnv) != "" {
+			tb.Fatalf("redis-server not found in PATH and %s is set: %v", RequireEnv, err)
+		}
+		tb.Skipf("redis-server not found in PATH (set %s=1 to fail instead)", RequireEnv)
+	}
+	sockDir, err := os.MkdirTemp("", "lg-redis-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = os.RemoveAll(sockDir) })
+	r := &Redis{tb: tb, bin: bin, dir: tb.TempDir(), port: freePort(tb), sock: filepath.Join(sockDir, "redis.sock")}
+	r.start()
+	tb.Cleanup(r.kill)
+	return "unix://" + r.sock
+}
+
 func (r *Redis) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
 
 func freePort(tb testing.TB) int {
@@ -70,10 +94,13 @@ func freePort(tb testing.TB) int {
 
 func (r *Redis) start() {
 	r.tb.Helper()
-	cmd := exec.Command(r.bin,
-		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+	args := []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", r.dir, "--dbfilename", "dump.rdb",
-		"--protected-mode", "no", "--logfile", filepath.Join(r.dir, "redis.log"))
+		"--protected-mode", "no", "--logfile", filepath.Join(r.dir, "redis.log")}
+	if r.sock != "" {
+		args = append(args, "--unixsocket", r.sock, "--unixsocketperm", "700")
+	}
+	cmd := exec.Command(r.bin, args...)
 	if err := cmd.Start(); err != nil {
 		r.tb.Fatalf("start redis-server: %v", err)
 	}
