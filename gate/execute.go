@@ -355,6 +355,16 @@ func (g *Gate) hold(ctx context.Context, c *caller, act *actions.Action, plan *a
 	return http.StatusAccepted, b, nil
 }
 
+// grantMarkerTTL is how long the store keeps a consumed-grant marker for
+// an action with this timeout: the longest its dispatch may take, plus a
+// minute. A timeout outside (0, actions.MaxTimeout] counts as MaxTimeout.
+func grantMarkerTTL(timeout time.Duration) time.Duration {
+	if timeout <= 0 || timeout > actions.MaxTimeout {
+		timeout = actions.MaxTimeout
+	}
+	return timeout + time.Minute
+}
+
 // dispatch runs pipeline steps 6–9 for a decided request: durable intent,
 // atomic reserve + one-shot grant, execution, durable receipt.
 func (g *Gate) dispatch(ctx context.Context, dr dispatchRequest) (*outcome, error) {
@@ -402,15 +412,16 @@ func (g *Gate) dispatch(ctx context.Context, dr dispatchRequest) (*outcome, erro
 	//
 	// TTL: the consumed-grant marker only refuses a second Grant of the same
 	// id. grantID is a fresh UUIDv7 made above and handed to Grant once;
-	// the id then lives only until its receipt, at most actions.MaxTimeout
-	// (300s) of dispatch later. The marker outlives that window by a
-	// minute. It used to be kept 2h: one marker per execute, ≈ 5.8 M of
-	// them held in the store at 800 executes/s.
+	// the id then lives only until its receipt, at most the action's
+	// timeout of dispatch later. The marker outlives that window by a
+	// minute (grantMarkerTTL). One marker per execute: with 6 minutes for
+	// every action (actions.MaxTimeout + 1 min) a 30 s action left ≈ 290k
+	// of them in the store at 800 executes/s, most of every snapshot.
 	sctx, cancel := g.storeCtx(ctx)
 	_, err := g.st.Grant(sctx, store.GrantRequest{
 		GrantID: grantID, SessionID: dr.sessionID, Principal: dr.principal, Calls: 1,
 		CostCents: act.CostCents, Limits: g.principalLimits(dr.principal), Now: started,
-		TTL: actions.MaxTimeout + time.Minute,
+		TTL: grantMarkerTTL(act.Timeout),
 	})
 	cancel()
 	if err != nil {
