@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -198,4 +200,74 @@ func TestEmbeddedConfigValidate(t *testing.T) {
 	if _, err := OpenEmbedded(EmbeddedConfig{Dir: t.TempDir()}, Deps{}); err == nil {
 		t.Fatalf("OpenEmbedded(no clock) = nil, want error")
 	}
+}
+
+// TestEmbeddedGrantJournalsCounters: a grant's line carries the session's
+// new counters (opUse), not the whole session record: it is one line per
+// execute and the journal's growth sets how often it is compacted. The
+// counters (calls and cost) survive a kill -9, and a session revoked in
+// between stays revoked when a later use line is replayed.
+func TestEmbeddedGrantJournalsCounters(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	clk := clock.NewFake(testStart())
+	e := openEmbedded(t, dir, clk)
+	s := mustSession(t, e, clk, "alice", withMaxCalls(10), withMaxCost(1000))
+	other := mustSession(t, e, clk, "bob")
+	before := journalBytes(t, dir)
+	for range 3 {
+		if _, err := grant(e, clk, s, 1, 25, PrincipalLimits{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := grant(e, clk, other, 1, 0, PrincipalLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Revoke(ctx, RevokeRequest{SessionID: other.ID}, clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := grant(e, clk, s, 1, 25, PrincipalLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.Split(bytes.TrimSpace(journalBytes(t, dir)[len(before):]), []byte("\n"))
+	uses := 0
+	for _, l := range lines {
+		var ops []jop
+		if err := json.Unmarshal(l, &ops); err != nil {
+			t.Fatalf("journal line %s: %v", l, err)
+		}
+		for _, o := range ops {
+			if o.T == opUse {
+				uses++
+			}
+			if o.T == opSession && o.S.ID == s.ID {
+				t.Errorf("a grant journalled the whole session: %s", l)
+			}
+		}
+	}
+	if uses != 5 {
+		t.Errorf("opUse ops = %d, want one per grant (5)", uses)
+	}
+	e.mu.Lock()
+	e.lockf.Close()
+	e.mu.Unlock()
+	e2 := openEmbedded(t, dir, clk)
+	got, err := e2.GetSession(ctx, s.ID)
+	if err != nil || got.CallsUsed != 4 || got.CostUsedCents != 100 {
+		t.Fatalf("GetSession after restart = %+v, %v, want 4 calls and 100 cents used", got, err)
+	}
+	if got, err := e2.GetSession(ctx, other.ID); err != nil || !got.Revoked || got.CallsUsed != 1 {
+		t.Fatalf("revoked session after restart = %+v, %v, want revoked with 1 call used", got, err)
+	}
+	_, err = grant(e2, clk, s, 7, 0, PrincipalLimits{})
+	wantErr(t, "Grant(past max_calls after restart)", err, ErrBudgetExhausted)
+}
+
+func journalBytes(t *testing.T, dir string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, journalName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -9,7 +9,7 @@ import (
 
 // appendLine appends ops to dst as one journal line: the JSON array that
 // json.Marshal(ops) produces, then '\n'. The per-execute ops (replay
-// entries, grant markers, buckets, sessions) are written field by field
+// entries, grant markers, buckets, session counters) are written field by field
 // without reflection; idempotency records, approvals, standing approvals
 // and learned domains are rare and go through json.Marshal.
 //
@@ -44,6 +44,10 @@ func appendOp(dst []byte, o *jop) ([]byte, error) {
 	if o.N != 0 {
 		dst = append(dst, `,"n":`...)
 		dst = strconv.AppendInt(dst, o.N, 10)
+	}
+	if o.C != 0 {
+		dst = append(dst, `,"c":`...)
+		dst = strconv.AppendInt(dst, o.C, 10)
 	}
 	if !o.E.IsZero() {
 		dst = append(dst, `,"e":`...)

@@ -58,11 +58,13 @@ func TestJournalLineMatchesMarshal(t *testing.T) {
 	}{
 		{"replay", []jop{{T: opReplay, K: hashKey("jkt", "jti"), E: at}}},
 		{"grant", []jop{
-			{T: opSession, S: filledSession(t)},
+			{T: opUse, K: "0192f1d2-7c3a-7b1e-9a4f-3c2d1e0f9a8b", N: 3, C: 1 << 40},
 			{T: opBucket, K: hourKey("alice", clk), N: 3, E: clk.Add(hourBucketTTL)},
 			{T: opBucket, K: dayKey(weird, clk), N: -1, E: clk},
 			{T: opGrant, K: "0192f1d2-7c3a-7b1e-9a4f-3c2d1e0f9a8b", E: at},
 		}},
+		{"session", []jop{{T: opSession, S: filledSession(t)}}},
+		{"use_zero_cost", []jop{{T: opUse, K: weird, N: -1}}},
 		{"session_nil_scopes", []jop{{T: opSession, S: plain}}},
 		{"session_empty_scopes", []jop{{T: opSession, S: &empty}}},
 		{"session_weird", []jop{{T: opSession, S: odd}}},
