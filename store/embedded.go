@@ -281,6 +281,10 @@ func (e *Embedded) load() error {
 				e.log.Warn().Int("line", lineNo).Msg("store: ignoring torn last journal line")
 			} else if jerr := json.Unmarshal(line, &ops); jerr != nil {
 				pendingErr = fmt.Errorf("store: journal %s line %d is corrupt: %v", e.path, lineNo, jerr)
+			} else if cerr := checkOps(ops); errors.Is(cerr, errUnknownOp) {
+				return fmt.Errorf("store: journal %s line %d: %w", e.path, lineNo, cerr)
+			} else if cerr != nil {
+				pendingErr = fmt.Errorf("store: journal %s line %d is corrupt: %v", e.path, lineNo, cerr)
 			} else {
 				for i := range ops {
 					e.apply(&ops[i])
@@ -296,6 +300,40 @@ func (e *Embedded) load() error {
 	}
 	if pendingErr != nil {
 		e.log.Warn().Err(pendingErr).Msg("store: ignoring corrupt last journal line")
+	}
+	return nil
+}
+
+// errUnknownOp is a journal op this version does not know: the journal
+// was written by a newer latchgate. Replaying around it could give back
+// budget or lose state, so the store does not open.
+var errUnknownOp = errors.New("unknown op (is the state dir from a newer latchgate?)")
+
+// checkOps reports the first op of a journal line that apply cannot take:
+// one of an unknown kind (errUnknownOp) or one without the record its
+// kind carries.
+func checkOps(ops []jop) error {
+	for i := range ops {
+		o := &ops[i]
+		missing := false
+		switch o.T {
+		case opSession:
+			missing = o.S == nil
+		case opIdem:
+			missing = o.I == nil
+		case opApproval:
+			missing = o.A == nil
+		case opStanding:
+			missing = o.P == nil
+		case opLearned:
+			missing = o.L == nil
+		case opUse, opReplay, opGlobal, opPrincipal, opGrant, opBucket, opIdemDel, opStandDel, opLearnDel:
+		default:
+			return fmt.Errorf("%w: %q", errUnknownOp, o.T)
+		}
+		if missing {
+			return fmt.Errorf("op %q without its record", o.T)
+		}
 	}
 	return nil
 }

@@ -106,6 +106,15 @@ func TestEmbeddedTornLastLine(t *testing.T) {
 		{"torn", `[{"t":"r","k":"x`, false},
 		{"corrupt_last", "garbage\n", false},
 		{"corrupt_middle", "garbage\n[]\n", true},
+		// Valid JSON that is no valid op: refused like garbage, never a
+		// nil dereference while replaying.
+		{"session_op_without_session_last", `[{"t":"s"}]` + "\n", false},
+		{"session_op_without_session_middle", `[{"t":"s"}]` + "\n[]\n", true},
+		{"approval_op_without_approval_middle", `[{"t":"a"}]` + "\n[]\n", true},
+		// An op this version does not know (a newer latchgate wrote it)
+		// fails the open even as the last line: replaying around it could
+		// give back budget.
+		{"unknown_op_last", `[{"t":"zz","k":"x"}]` + "\n", true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -114,8 +123,12 @@ func TestEmbeddedTornLastLine(t *testing.T) {
 			os.WriteFile(filepath.Join(d, journalName), append(b, c.tail...), 0o600)
 			e2, err := OpenEmbedded(EmbeddedConfig{Dir: d}, Deps{Clock: clk})
 			if c.wantErr {
-				if err == nil || !strings.Contains(err.Error(), "corrupt") {
-					t.Fatalf("OpenEmbedded = %v, want corrupt journal error", err)
+				want := "corrupt"
+				if strings.HasPrefix(c.name, "unknown_op") {
+					want = "newer latchgate"
+				}
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("OpenEmbedded = %v, want an error naming %q", err, want)
 				}
 				return
 			}

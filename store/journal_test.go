@@ -3,10 +3,16 @@ package store
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/latchgate/latchgate/clock"
 )
 
 // weird holds every kind of byte encoding/json escapes.
@@ -126,6 +132,31 @@ func FuzzJournalString(f *testing.F) {
 		}
 		if got := appendString(nil, s); !bytes.Equal(got, want) {
 			t.Errorf("appendString(%q) = %s, want %s", s, got, want)
+		}
+	})
+}
+
+// FuzzJournalLoad: whatever bytes the journal file holds, opening the
+// store either succeeds or returns an error; it never panics.
+func FuzzJournalLoad(f *testing.F) {
+	for _, seed := range []string{
+		`[{"t":"s"}]` + "\n",
+		`[{"t":"u","k":"s1","n":3,"c":5}]` + "\n",
+		`[{"t":"a"},{"t":"i"},{"t":"p"},{"t":"l"}]` + "\n[]\n",
+		`[{"t":"s","s":{"id":"s1","principal":"alice"}},{"t":"u","k":"s1","n":1}]` + "\n",
+		`[{"t":"r","k":"x","e":"2026-01-01T00:00:00Z"}]` + "\n" + `[{"t":"g"`,
+		"garbage\n[]\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, journal []byte) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, journalName), journal, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e, err := OpenEmbedded(EmbeddedConfig{Dir: dir}, Deps{Clock: clock.NewFake(testStart()), Logger: zerolog.Nop()})
+		if err == nil {
+			e.Close()
 		}
 	})
 }
