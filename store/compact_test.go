@@ -165,3 +165,79 @@ func TestImageWriteToMatchesEncode(t *testing.T) {
 		t.Fatalf("writeTo wrote other lines than encode")
 	}
 }
+
+// TestEmbeddedCompactionCatchUp: the lines committed while the snapshot
+// was written are copied to the new journal and fsynced without mu (the
+// store keeps serving and syncing), and only what came during the last
+// round is written under it. Everything committed before, during and
+// after survives a kill -9, and the size the store counts is the new
+// journal's.
+func TestEmbeddedCompactionCatchUp(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	clk := clock.NewFake(testStart())
+	e := openQuiet(t, dir, clk)
+	s := mustSession(t, e, clk, "alice")
+	for i := range 50 {
+		if err := auth(e, clk, s, s.JKT, fmt.Sprintf("before-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.beforeInstall = func() {
+		for i := range 20 {
+			wantErr(t, "Authenticate(while the snapshot is written)", auth(e, clk, s, s.JKT, fmt.Sprintf("snap-%d", i)), nil)
+		}
+	}
+	var bob *Session
+	rounds := 0
+	e.duringCatchUp = func() {
+		rounds++
+		if !e.mu.TryLock() {
+			t.Error("mu held during the catch-up round: every request would wait for its write and fsync")
+			return
+		}
+		e.mu.Unlock()
+		if !e.syncMu.TryLock() {
+			t.Error("syncMu held during the catch-up round")
+		} else {
+			e.syncMu.Unlock()
+		}
+		wantErr(t, "Authenticate(during the catch-up)", auth(e, clk, s, s.JKT, fmt.Sprintf("catchup-%d", rounds)), nil)
+		if err := e.Sync(); err != nil {
+			t.Fatalf("Sync during the catch-up = %v", err)
+		}
+		if rounds == 1 {
+			var err error
+			if bob, err = newSession(t, e, clk, "bob", PrincipalLimits{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := e.compact(); err != nil {
+		t.Fatalf("compact = %v", err)
+	}
+	e.beforeInstall, e.duringCatchUp = nil, nil
+	if rounds == 0 {
+		t.Fatal("no catch-up round ran")
+	}
+	e.mu.Lock()
+	size := e.size
+	e.mu.Unlock()
+	if got := int64(len(journalBytes(t, dir))); size != got {
+		t.Errorf("store counts %d journal bytes after compacting, the file has %d", size, got)
+	}
+	wantErr(t, "Authenticate(after)", auth(e, clk, s, s.JKT, "after"), nil)
+	kill(e)
+
+	e2 := openQuiet(t, dir, clk)
+	jtis := []string{"before-7", "snap-3", "after"}
+	for i := 1; i <= rounds; i++ {
+		jtis = append(jtis, fmt.Sprintf("catchup-%d", i))
+	}
+	for _, jti := range jtis {
+		wantErr(t, "Authenticate("+jti+" again)", auth(e2, clk, s, s.JKT, jti), ErrReplay)
+	}
+	if _, err := e2.GetSession(ctx, bob.ID); err != nil {
+		t.Errorf("GetSession(created during the catch-up) = %v", err)
+	}
+}

@@ -231,7 +231,7 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 		DefaultTTL: cfg.Lease.DefaultTTL, MaxTTL: cfg.Lease.MaxTTL, SessionLifetime: cfg.Lease.SessionLifetime,
 		ProofMaxAge: cfg.Proof.MaxAge, ProofFutureSkew: cfg.Proof.FutureSkew, RequireBodyHash: cfg.Proof.RequireBodyHash,
 	}
-	auth, err := lease.New(leaseCfg, keys, lease.Deps{Clock: clk, Logger: log.With().Str("component", "lease").Logger()})
+	auth, err := lease.New(leaseCfg, keys, lease.Deps{Clock: clk, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -256,7 +256,7 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 	}
 	// Only the embedded store fsyncs; its histogram is registered below in
 	// embedded mode only.
-	sdeps := store.Deps{Clock: clk, Logger: log.With().Str("component", "store").Logger(), ObserveFsync: observe(storeFsyncHist)}
+	sdeps := store.Deps{Clock: clk, Logger: log, ObserveFsync: observe(storeFsyncHist)}
 	if cfg.RedisURL != "" {
 		mode = "redis"
 		// go-redis logs pool errors through a process-wide logger; route it
@@ -276,7 +276,7 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 			return nil, err
 		}
 	}
-	ldeps := receipts.Deps{Clock: clk, Logger: log.With().Str("component", "ledger").Logger(), Syncer: st, ObserveCommit: observe(commitHist)}
+	ldeps := receipts.Deps{Clock: clk, Logger: log, Syncer: st, ObserveCommit: observe(commitHist)}
 	if rs, ok := st.(*store.Redis); ok {
 		ldeps.OnReceipt = rs.CopyReceipt // other gates sharing Redis serve our receipts
 	}
@@ -329,7 +329,7 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 		maxBody = 1 << 20
 	}
 	load := func() (*gate.Snapshot, error) {
-		reg, err := actions.Load(actions.LoadConfig{FS: definitions.Manifests, Dir: cfg.ManifestsDir, Dev: cfg.Dev, MaxRequestCap: maxBody}, log.With().Str("component", "actions").Logger())
+		reg, err := actions.Load(actions.LoadConfig{FS: definitions.Manifests, Dir: cfg.ManifestsDir, Dev: cfg.Dev, MaxRequestCap: maxBody}, log)
 		if err != nil {
 			return nil, err
 		}

@@ -315,6 +315,51 @@ func TestSIGTERMDrainsAndCleansUp(t *testing.T) {
 	if out, code := cli(t, "receipts", "verify", "--state-dir", p.state); code != 0 {
 		t.Fatalf("ledger after SIGTERM: %s", out)
 	}
+	// Every log line is one JSON object that names each member once (a
+	// package naming its component beside serve naming it again gave
+	// "component" twice, which log pipelines read differently). The
+	// --dev banner is plain text on stdout.
+	n := 0
+	for _, l := range strings.Split(p.logs(), "\n") {
+		if !strings.HasPrefix(l, "{") {
+			continue
+		}
+		n++
+		if dup := repeatedMembers(t, l); len(dup) > 0 {
+			t.Errorf("log line names %v more than once: %s", dup, l)
+		}
+	}
+	if n < 3 {
+		t.Fatalf("gate logged %d JSON lines from start to exit, want several:\n%s", n, p.logs())
+	}
+}
+
+// repeatedMembers returns the member names that a JSON object line
+// holds more than once, at its top level.
+func repeatedMembers(t *testing.T, line string) []string {
+	t.Helper()
+	d := json.NewDecoder(strings.NewReader(line))
+	if tok, err := d.Token(); err != nil || tok != json.Delim('{') {
+		t.Fatalf("log line is not a JSON object: %q", line)
+	}
+	seen := map[string]bool{}
+	var dup []string
+	for d.More() {
+		tok, err := d.Token()
+		if err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		k := tok.(string)
+		if seen[k] {
+			dup = append(dup, k)
+		}
+		seen[k] = true
+		var v json.RawMessage
+		if err := d.Decode(&v); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+	}
+	return dup
 }
 
 // The gate starts (not ready) while Redis is down and becomes ready when
