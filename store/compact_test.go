@@ -71,13 +71,10 @@ func TestEmbeddedCompactionBackoff(t *testing.T) {
 	}
 }
 
-// TestEmbeddedSyncDuringCompaction: while a compaction writes its
-// snapshot, syncMu is free (a ledger commit's Sync must not wait for the
-// whole snapshot write), and what is committed and synced meanwhile, or
-// committed and never synced, is in the journal that survives.
-func TestEmbeddedSyncDuringCompaction(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
+// compactFixture opens a quiet store in dir with alice's session and the
+// replay entries of her proofs "before-0" … "before-49".
+func compactFixture(t *testing.T, dir string) (*Embedded, *clock.Fake, *Session) {
+	t.Helper()
 	clk := clock.NewFake(testStart())
 	e := openQuiet(t, dir, clk)
 	s := mustSession(t, e, clk, "alice")
@@ -86,6 +83,17 @@ func TestEmbeddedSyncDuringCompaction(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return e, clk, s
+}
+
+// TestEmbeddedSyncDuringCompaction: while a compaction writes its
+// snapshot, syncMu is free (a ledger commit's Sync must not wait for the
+// whole snapshot write), and what is committed and synced meanwhile, or
+// committed and never synced, is in the journal that survives.
+func TestEmbeddedSyncDuringCompaction(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e, clk, s := compactFixture(t, dir)
 	var bob *Session
 	e.beforeInstall = func() {
 		if !e.syncMu.TryLock() {
@@ -175,14 +183,7 @@ func TestImageWriteToMatchesEncode(t *testing.T) {
 func TestEmbeddedCompactionCatchUp(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	clk := clock.NewFake(testStart())
-	e := openQuiet(t, dir, clk)
-	s := mustSession(t, e, clk, "alice")
-	for i := range 50 {
-		if err := auth(e, clk, s, s.JKT, fmt.Sprintf("before-%d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e, clk, s := compactFixture(t, dir)
 	e.beforeInstall = func() {
 		for i := range 20 {
 			wantErr(t, "Authenticate(while the snapshot is written)", auth(e, clk, s, s.JKT, fmt.Sprintf("snap-%d", i)), nil)

@@ -44,13 +44,7 @@ type Redis struct {
 // empty is false (saved just before the stop) or with nothing.
 func StartRedis(tb testing.TB) (url string, stop func(), restart func(empty bool)) {
 	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv(RequireEnv) != "" {
-			tb.Fatalf("redis-server not found in PATH and %s is set: %v", RequireEnv, err)
-		}
-		tb.Skipf("redis-server not found in PATH (set %s=1 to fail instead)", RequireEnv)
-	}
+	bin := serverBinary(tb)
 	r := &Redis{tb: tb, bin: bin, dir: tb.TempDir(), port: freePort(tb)}
 	r.start()
 	tb.Cleanup(r.kill)
@@ -62,13 +56,7 @@ func StartRedis(tb testing.TB) (url string, stop func(), restart func(empty bool
 // about 100 bytes); it returns that socket's unix:// URL.
 func StartRedisUnix(tb testing.TB) string {
 	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv(RequireEnv) != "" {
-			tb.Fatalf("redis-server not found in PATH and %s is set: %v", RequireEnv, err)
-		}
-		tb.Skipf("redis-server not found in PATH (set %s=1 to fail instead)", RequireEnv)
-	}
+	bin := serverBinary(tb)
 	sockDir, err := os.MkdirTemp("", "lg-redis-")
 	if err != nil {
 		tb.Fatal(err)
@@ -78,6 +66,20 @@ func StartRedisUnix(tb testing.TB) string {
 	r.start()
 	tb.Cleanup(r.kill)
 	return "unix://" + r.sock
+}
+
+// serverBinary finds redis-server in PATH, or skips tb (fails it when
+// RequireEnv is set).
+func serverBinary(tb testing.TB) string {
+	tb.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv(RequireEnv) != "" {
+			tb.Fatalf("redis-server not found in PATH and %s is set: %v", RequireEnv, err)
+		}
+		tb.Skipf("redis-server not found in PATH (set %s=1 to fail instead)", RequireEnv)
+	}
+	return bin
 }
 
 func (r *Redis) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
