@@ -32,6 +32,10 @@ type Config struct {
 	GatePID int
 	// RequestTimeout bounds one execute. Default 10s.
 	RequestTimeout time.Duration
+	// AdminSocket is the gate's admin socket; when set, the run reads the
+	// gate's /metrics before and after and reports Result.Gate. The
+	// caller must be one of the gate's operators.
+	AdminSocket string
 }
 
 func (c Config) withDefaults() Config {
@@ -82,6 +86,8 @@ type Result struct {
 	// GateSysUSPerExe is the part of GateCPUUSPerExe spent in the kernel
 	// on the gate's behalf: syscalls, fsyncs, socket reads and writes.
 	GateSysUSPerExe float64 `json:"gate_sys_us_per_exec"`
+	// Gate is where the gate says the time went (nil without AdminSocket).
+	Gate *GateTimes `json:"gate,omitempty"`
 }
 
 // agentStats is one agent's tally (owned by its goroutine until the end).
@@ -122,6 +128,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	stats := make([]agentStats, len(agents))
+	var m0, m1 gateMetrics
+	var mErr, mErr2 error
+	if cfg.AdminSocket != "" {
+		m0, mErr = scrapeGate(ctx, cfg.AdminSocket)
+	}
 	cpu0, cpuErr := processCPU(cfg.GatePID)
 	start := time.Now()
 	end := start.Add(cfg.Duration)
@@ -175,6 +186,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	cpu1, cpuErr2 := processCPU(cfg.GatePID)
+	if cfg.AdminSocket != "" && mErr == nil {
+		m1, mErr2 = scrapeGate(ctx, cfg.AdminSocket)
+	}
 
 	res := &Result{Agents: cfg.Agents, DurationS: elapsed.Seconds(), ErrorsByCode: map[string]int{}}
 	var all []time.Duration
@@ -198,8 +212,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.GateCPUUSPerExe = float64((cpu1.total() - cpu0.total()).Microseconds()) / float64(res.Requests)
 		res.GateSysUSPerExe = float64((cpu1.sys - cpu0.sys).Microseconds()) / float64(res.Requests)
 	}
+	if cfg.AdminSocket != "" && mErr == nil && mErr2 == nil {
+		res.Gate = gateTimes(m0, m1, elapsed)
+	}
 	if cfg.GatePID != 0 && (cpuErr != nil || cpuErr2 != nil) {
 		return res, fmt.Errorf("gate CPU time: %w", errors.Join(cpuErr, cpuErr2))
+	}
+	if mErr != nil || mErr2 != nil {
+		return res, fmt.Errorf("gate metrics: %w", errors.Join(mErr, mErr2))
 	}
 	return res, nil
 }

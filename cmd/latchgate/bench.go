@@ -55,6 +55,10 @@ type benchSummary struct {
 	// signature), the floor without the policy.
 	RatioToCrypto float64 `json:"ratio_to_crypto"`
 	// With --idle-sessions: how many, and the RSS growth per session.
+	// Gate is where the gate's own metrics say the time went (needs its
+	// admin socket: always for a started gate, --admin-socket otherwise).
+	Gate *loadgen.GateTimes `json:"gate,omitempty"`
+
 	IdleSessions           int     `json:"idle_sessions,omitempty"`
 	IdleRSSBytesPerSession float64 `json:"idle_rss_bytes_per_session,omitempty"`
 }
@@ -66,6 +70,7 @@ func newBenchCmd() *cobra.Command {
 		rate        float64
 		redisURL    string
 		socket      string
+		adminSocket string
 		pid         int
 		jsonOut     bool
 		cpuProfile  string
@@ -90,7 +95,13 @@ is used): one ES256 proof verification, one Ed25519 receipt signature and
 one full policy evaluation, with the gate's own packages.
 ratio_to_floor = gate CPU per execute / floor; ratio_to_crypto = gate CPU
 per execute / (ES256 verification + Ed25519 signature). gate_sys_us_per_exec
-is the kernel's share of the gate's CPU (syscalls, fsyncs, socket I/O).`,
+is the kernel's share of the gate's CPU (syscalls, fsyncs, socket I/O).
+
+From the gate's own metrics (its admin socket; --admin-socket with --socket)
+it reports where an execute waited: "gate" holds the mean time in the
+gate's handler and in the receipt's group commit, the ledger's commits per
+second and their mean write + fsync, the store's fsyncs, and slow_syncs,
+the commits and fsyncs over 100 ms (disk stalls).`,
 		Example: `  latchgate bench --duration 10s --agents 32
   latchgate bench --rate 1000 --json
   latchgate bench --redis-url redis://127.0.0.1:6379/0
@@ -111,7 +122,7 @@ is the kernel's share of the gate's CPU (syscalls, fsyncs, socket I/O).`,
 					return err
 				}
 				defer child.stop(errw)
-				socket, pid = child.socket, child.pid
+				socket, pid, adminSocket = child.socket, child.pid, child.admin
 				if !jsonOut {
 					fmt.Fprintf(errw, "started gate pid %d (%s), state %s\n", pid, mode, child.dir)
 				}
@@ -122,7 +133,7 @@ is the kernel's share of the gate's CPU (syscalls, fsyncs, socket I/O).`,
 			if err != nil {
 				return err
 			}
-			res, runErr := loadgen.Run(ctx, loadgen.Config{Socket: socket, Agents: agents, Duration: duration, Rate: rate, GatePID: pid})
+			res, runErr := loadgen.Run(ctx, loadgen.Config{Socket: socket, Agents: agents, Duration: duration, Rate: rate, GatePID: pid, AdminSocket: adminSocket})
 			if res == nil {
 				return runErr
 			}
@@ -138,6 +149,7 @@ is the kernel's share of the gate's CPU (syscalls, fsyncs, socket I/O).`,
 				GateSysUSPerExec: round3(res.GateSysUSPerExe),
 				FloorUS:          round3(floor.TotalUS), Floor: floor,
 				FloorBeforeUS: round3(before.TotalUS), FloorAfterUS: round3(after.TotalUS),
+				Gate: res.Gate,
 			}
 			if pid != 0 {
 				s.GateRSSBytes, _ = loadgen.ProcessRSS(pid)
@@ -177,6 +189,7 @@ is the kernel's share of the gate's CPU (syscalls, fsyncs, socket I/O).`,
 	f.StringVar(&redisURL, "redis-url", "", "start the gate on this Redis instead of the embedded store")
 	f.StringVar(&socket, "socket", "", "target a running gate's client socket instead of starting one")
 	f.IntVar(&pid, "pid", 0, "with --socket: the gate's process id, for its CPU time")
+	f.StringVar(&adminSocket, "admin-socket", "", "with --socket: the gate's admin socket, to report from its metrics where an execute waited (you must be one of its operators)")
 	f.BoolVar(&jsonOut, "json", false, "print only one JSON summary line on stdout")
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write the started gate's CPU profile to this file")
 	f.StringVar(&heapProfile, "heap-profile", "", "write the started gate's heap profile to this file at exit")
@@ -215,6 +228,11 @@ func printBench(w io.Writer, s benchSummary) {
 	if s.RatioToFloor > 0 {
 		fmt.Fprintf(w, "ratio        %.2f × floor, %.2f × (ES256 verify + Ed25519 sign)\n", s.RatioToFloor, s.RatioToCrypto)
 	}
+	if g := s.Gate; g != nil {
+		fmt.Fprintf(w, "in the gate  %.3f ms per execute, %.3f ms of it waiting for the receipt's group commit\n", g.RequestMS, g.ReceiptAppendMS)
+		fmt.Fprintf(w, "disk         %.0f ledger commits/s of %.3f ms, %.0f store fsyncs/s of %.3f ms, %d over 100 ms\n",
+			g.LedgerCommitsPerS, g.LedgerCommitMS, g.StoreFsyncsPerS, g.StoreFsyncMS, g.SlowSyncs)
+	}
 	if s.IdleSessions > 0 {
 		fmt.Fprintf(w, "idle         %d sessions, RSS +%.0f bytes/session\n", s.IdleSessions, s.IdleRSSBytesPerSession)
 	}
@@ -225,6 +243,7 @@ type benchGate struct {
 	cmd    *exec.Cmd
 	dir    string
 	socket string
+	admin  string
 	pid    int
 	done   chan error
 }
@@ -248,10 +267,10 @@ func startBenchGate(ctx context.Context, redisURL, cpuProfile, heapProfile strin
 	if err := os.WriteFile(filepath.Join(dir, "latchgate.yaml"), []byte(cfgYAML), 0o600); err != nil {
 		return nil, err
 	}
-	g := &benchGate{dir: dir, socket: filepath.Join(dir, "gate.sock"), done: make(chan error, 1)}
+	g := &benchGate{dir: dir, socket: filepath.Join(dir, "gate.sock"), admin: filepath.Join(dir, "admin.sock"), done: make(chan error, 1)}
 	args := []string{"serve", "--dev", "--config", filepath.Join(dir, "latchgate.yaml"),
 		"--state-dir", filepath.Join(dir, "state"), "--socket", g.socket,
-		"--admin-socket", filepath.Join(dir, "admin.sock")}
+		"--admin-socket", g.admin}
 	if redisURL != "" {
 		args = append(args, "--redis-url", redisURL)
 	}

@@ -19,15 +19,23 @@ func TestBenchJSON(t *testing.T) {
 		name     string
 		args     func(t *testing.T) []string
 		wantMode string
+		// wantGate: the summary has the gate's own figures ("gate");
+		// storeSyncs: the embedded store fsynced during the run.
+		wantGate, storeSyncs bool
 	}{
-		{name: "ok/full-speed", wantMode: "embedded", args: func(*testing.T) []string { return []string{"--agents", "1"} }},
-		{name: "ok/rate", wantMode: "embedded", args: func(*testing.T) []string { return []string{"--rate", "50"} }},
+		{name: "ok/full-speed", wantMode: "embedded", wantGate: true, storeSyncs: true, args: func(*testing.T) []string { return []string{"--agents", "1"} }},
+		{name: "ok/rate", wantMode: "embedded", wantGate: true, storeSyncs: true, args: func(*testing.T) []string { return []string{"--rate", "50"} }},
 		{name: "ok/external", wantMode: "external", args: func(t *testing.T) []string {
 			p := startGate(t, t.TempDir())
 			p.waitReady(t)
 			return []string{"--rate", "50", "--socket", p.socket, "--pid", strconv.Itoa(p.cmd.Process.Pid)}
 		}},
-		{name: "ok/redis", wantMode: "redis", args: func(t *testing.T) []string {
+		{name: "ok/external-admin", wantMode: "external", wantGate: true, storeSyncs: true, args: func(t *testing.T) []string {
+			p := startGate(t, t.TempDir())
+			p.waitReady(t)
+			return []string{"--rate", "50", "--socket", p.socket, "--pid", strconv.Itoa(p.cmd.Process.Pid), "--admin-socket", p.admin}
+		}},
+		{name: "ok/redis", wantMode: "redis", wantGate: true, args: func(t *testing.T) []string {
 			url, _, _ := storetest.StartRedis(t)
 			return []string{"--rate", "50", "--redis-url", url}
 		}},
@@ -68,6 +76,33 @@ func TestBenchJSON(t *testing.T) {
 			}
 			if e, _ := got["errors"].(float64); e != 0 {
 				t.Errorf("summary errors = %v (%v), want 0", e, got["errors_by_code"])
+			}
+			g, hasGate := got["gate"].(map[string]any)
+			if hasGate != tt.wantGate {
+				t.Fatalf("summary gate = %#v, want present=%v", got["gate"], tt.wantGate)
+			}
+			if !hasGate {
+				return
+			}
+			num := func(k string) float64 {
+				v, ok := g[k].(float64)
+				if !ok {
+					t.Errorf("gate[%q] = %#v, want a number", k, g[k])
+				}
+				return v
+			}
+			req, app := num("request_ms"), num("receipt_append_ms")
+			if req <= 0 || app <= 0 || app > req {
+				t.Errorf("gate request_ms %v, receipt_append_ms %v: want both > 0, the append a part of the request", req, app)
+			}
+			if c, ms := num("ledger_commits_per_s"), num("ledger_commit_ms"); c <= 0 || ms <= 0 {
+				t.Errorf("gate ledger_commits_per_s %v, ledger_commit_ms %v: want both > 0", c, ms)
+			}
+			if f := num("store_fsyncs_per_s"); (f > 0) != tt.storeSyncs {
+				t.Errorf("gate store_fsyncs_per_s = %v, want > 0: %v", f, tt.storeSyncs)
+			}
+			if n := num("slow_syncs"); n < 0 {
+				t.Errorf("gate slow_syncs = %v, want ≥ 0", n)
 			}
 		})
 	}
