@@ -146,14 +146,16 @@ func hasLabel(m *dto.Metric, name, value string) bool {
 func gateTimes(before, after gateMetrics, elapsed time.Duration) *GateTimes {
 	ex, ap := after.execute.minus(before.execute), after.appends.minus(before.appends)
 	co, fs := after.commits.minus(before.commits), after.fsyncs.minus(before.fsyncs)
-	secs := elapsed.Seconds()
-	if secs <= 0 {
-		secs = math.SmallestNonzeroFloat64
+	perS := func(n float64) float64 {
+		if elapsed <= 0 {
+			return 0
+		}
+		return round3(n / elapsed.Seconds())
 	}
 	return &GateTimes{
 		RequestMS: ex.meanMS(), ReceiptAppendMS: ap.meanMS(),
-		LedgerCommitsPerS: round3(co.count / secs), LedgerCommitMS: co.meanMS(),
-		StoreFsyncsPerS: round3(fs.count / secs), StoreFsyncMS: fs.meanMS(),
+		LedgerCommitsPerS: perS(co.count), LedgerCommitMS: co.meanMS(),
+		StoreFsyncsPerS: perS(fs.count), StoreFsyncMS: fs.meanMS(),
 		SlowSyncs: int64(co.slow + fs.slow),
 	}
 }
