@@ -112,6 +112,9 @@ the commits and fsyncs over 100 ms (disk stalls).`,
 			defer stop()
 			out, errw := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			mode := "external"
+			if socket == "" && (pid != 0 || adminSocket != "") {
+				return &exitError{code: 2, err: errors.New("--pid and --admin-socket describe a running gate: give its --socket too (without --socket, bench starts its own gate)")}
+			}
 			if socket == "" {
 				mode = "embedded"
 				if redisURL != "" {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/latchgate/latchgate/store/storetest"
@@ -105,5 +106,24 @@ func TestBenchJSON(t *testing.T) {
 				t.Errorf("gate slow_syncs = %v, want ≥ 0", n)
 			}
 		})
+	}
+}
+
+// Flags that describe a running gate need --socket, and --redis-url (which
+// starts a gate) cannot have it: bench refuses the mix with exit 2 and
+// says why, instead of silently ignoring a flag.
+func TestBenchFlagConflicts(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--pid", "1"}, "--socket"},
+		{[]string{"--admin-socket", "/run/latchgate-admin/gate-admin.sock"}, "--socket"},
+		{[]string{"--socket", "/nonexistent/gate.sock", "--redis-url", "redis://127.0.0.1:1/0"}, "cannot be combined"},
+	} {
+		out, code := cli(t, append([]string{"bench", "--duration", "1s"}, tt.args...)...)
+		if code != 2 || !strings.Contains(out, tt.want) {
+			t.Errorf("bench %v = exit %d %q, want exit 2 naming %q", tt.args, code, out, tt.want)
+		}
 	}
 }
