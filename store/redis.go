@@ -100,6 +100,7 @@ type Redis struct {
 
 	sessions verifiedSessions
 	copies   *receiptCopier
+	batcher  *scriptBatcher
 }
 
 // NewRedis returns a Redis store. It does not connect: a gate starts while
@@ -139,6 +140,7 @@ func NewRedis(cfg RedisConfig, deps Deps) (*Redis, error) {
 		scripts: newRedisScripts(),
 	}
 	r.copies = newReceiptCopier(r)
+	r.batcher = newScriptBatcher(r.client, cfg.Timeout)
 	return r, nil
 }
 
@@ -176,7 +178,7 @@ func unavailable(err error) error {
 func (r *Redis) run(ctx context.Context, s *redis.Script, keys []string, args ...any) ([]string, error) {
 	ctx, cancel := r.ctx(ctx)
 	defer cancel()
-	v, err := s.Run(ctx, r.client, keys, args...).Result()
+	v, err := r.batcher.run(ctx, s, keys, args)
 	if err != nil {
 		return nil, unavailable(err)
 	}
@@ -205,9 +207,13 @@ func replyStrings(v any) ([]string, error) {
 func (r *Redis) runInt(ctx context.Context, s *redis.Script, keys []string, args ...any) (int64, error) {
 	ctx, cancel := r.ctx(ctx)
 	defer cancel()
-	n, err := s.Run(ctx, r.client, keys, args...).Int64()
+	v, err := r.batcher.run(ctx, s, keys, args)
 	if err != nil {
 		return 0, unavailable(err)
+	}
+	n, ok := v.(int64)
+	if !ok {
+		return 0, fmt.Errorf("%w: redis: unexpected script reply %T", ErrUnavailable, v)
 	}
 	return n, nil
 }
@@ -801,6 +807,7 @@ func (r *Redis) Sync() error { return nil }
 
 // Close closes the connection pool.
 func (r *Redis) Close() error {
+	r.batcher.close()
 	r.copies.close()
 	return r.client.Close()
 }
