@@ -22,8 +22,8 @@ import (
 // pipeline atomically and alone, in the order sent, and answers each in
 // order, so every caller gets its own reply; the pipeline only shares one
 // write and one read between them. That saves system calls and event-loop
-// turns on both ends: in `latchgate bench` Redis mode, ≈ 20 % of Redis's
-// CPU and 3–6 % of the gate's per execute (BENCHMARKS.md).
+// turns on both ends: in `latchgate bench` Redis mode, ≈ 22 % of Redis's
+// CPU and ≈ 4 % of the gate's per execute (BENCHMARKS.md).
 //
 // Failure modes are those of a single command. A pipeline that cannot be
 // written or read fails every script in it (the callers see
