@@ -54,6 +54,14 @@ func waitQueued(t *testing.T, b *scriptBatcher, n int) {
 	}
 }
 
+// wantRuns checks that echoScript ran n times in all; want says why.
+func wantRuns(t *testing.T, raw *redis.Client, n int, want string) {
+	t.Helper()
+	if got, err := raw.Get(context.Background(), "n").Int(); err != nil || got != n {
+		t.Fatalf("scripts ran %d times (%v), want %s", got, err, want)
+	}
+}
+
 func echo(b *scriptBatcher, ctx context.Context, key, arg string) (string, error) {
 	v, err := b.run(ctx, echoScript, []string{key}, []any{arg})
 	if err != nil {
@@ -95,9 +103,7 @@ func TestScriptBatcherDirectWhenIdle(t *testing.T) {
 	if _, err := echo(b, ctx, "n", "late"); !errors.Is(err, errStoreClosed) {
 		t.Fatalf("script after Close = %v, want errStoreClosed", err)
 	}
-	if n, _ := raw.Get(ctx, "n").Int(); n != 3 {
-		t.Fatalf("scripts ran %d times, want 3", n)
-	}
+	wantRuns(t, raw, 3, "each once")
 }
 
 // TestScriptBatcherBatches: scripts that arrive while a round trip is in
@@ -142,9 +148,7 @@ func TestScriptBatcherBatches(t *testing.T) {
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := raw.Get(ctx, "n").Int(); n != queued+1 {
-		t.Fatalf("scripts ran %d times, want %d", n, queued+1)
-	}
+	wantRuns(t, raw, queued+1, "each once")
 }
 
 // TestScriptBatcherNoScript: after SCRIPT FLUSH (or a Redis restart) every
@@ -180,9 +184,7 @@ func TestScriptBatcherNoScript(t *testing.T) {
 			t.Fatalf("after SCRIPT FLUSH: %v", err)
 		}
 	}
-	if n, _ := raw.Get(ctx, "n").Int(); n != 9 {
-		t.Fatalf("scripts ran %d times, want 9 (each once)", n)
-	}
+	wantRuns(t, raw, 9, "each once")
 }
 
 // TestScriptBatcherDropsAbandoned: a script whose caller gave up while it
@@ -210,9 +212,7 @@ func TestScriptBatcherDropsAbandoned(t *testing.T) {
 	if got, err := echo(b, ctx, "n", "last"); err != nil || got != "last" {
 		t.Fatalf("last script = %q, %v", got, err)
 	}
-	if n, _ := raw.Get(ctx, "n").Int(); n != 2 {
-		t.Fatalf("scripts ran %d times, want 2 (the abandoned one not at all)", n)
-	}
+	wantRuns(t, raw, 2, "2 (the abandoned one not at all)")
 }
 
 // TestScriptBatcherClose: Close runs what is queued; later scripts fail
@@ -240,7 +240,5 @@ func TestScriptBatcherClose(t *testing.T) {
 	if _, err := echo(b, ctx, "n", "late"); !errors.Is(err, errStoreClosed) {
 		t.Fatalf("script after Close = %v, want errStoreClosed", err)
 	}
-	if n, _ := raw.Get(ctx, "n").Int(); n != 4 {
-		t.Fatalf("scripts ran %d times, want 4", n)
-	}
+	wantRuns(t, raw, 4, "each queued one once")
 }
