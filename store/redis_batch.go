@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +52,7 @@ type scriptCall struct {
 	script *redis.Script
 	keys   []string
 	args   []any
+	cmd    *redis.Cmd // its command in the pipeline
 	val    any
 	err    error
 	done   chan struct{}
@@ -140,7 +140,7 @@ func (b *scriptBatcher) loop() {
 
 // send runs one batch as a pipeline and answers each call.
 func (b *scriptBatcher) send(batch []*scriptCall) {
-	live := make([]*scriptCall, 0, len(batch))
+	live := batch[:0] // filtered in place
 	for _, c := range batch {
 		if err := c.ctx.Err(); err != nil {
 			c.err = err // its caller has gone: do not run it
@@ -157,14 +157,16 @@ func (b *scriptBatcher) send(batch []*scriptCall) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	defer cancel()
-	cmds, _ := b.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, _ = b.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, c := range live {
-			c.script.EvalSha(ctx, p, c.keys, c.args...)
+			c.cmd = c.script.EvalSha(ctx, p, c.keys, c.args...)
 		}
 		return nil
 	})
-	for i, c := range live {
-		c.val, c.err = reply(cmds, i)
+	// A failed pipeline stamps its error on every command; a command left
+	// with neither error nor value fails the caller's reply check.
+	for _, c := range live {
+		c.val, c.err = c.cmd.Result()
 		if redis.HasErrorPrefix(c.err, "NOSCRIPT") {
 			c.val, c.err = c.script.Eval(ctx, b.client, c.keys, c.args...).Result()
 		}
@@ -175,18 +177,6 @@ func (b *scriptBatcher) send(batch []*scriptCall) {
 func (b *scriptBatcher) answer(c *scriptCall) {
 	b.inflight.Add(-1)
 	close(c.done)
-}
-
-// reply is the i-th command's result of a pipeline.
-func reply(cmds []redis.Cmder, i int) (any, error) {
-	if i >= len(cmds) {
-		return nil, fmt.Errorf("pipeline answered %d of %d commands", len(cmds), i+1)
-	}
-	cmd, ok := cmds[i].(*redis.Cmd)
-	if !ok {
-		return nil, fmt.Errorf("pipeline command %d is a %T", i, cmds[i])
-	}
-	return cmd.Result()
 }
 
 // close runs what is queued, then stops. Scripts run after it fail with

@@ -42,6 +42,24 @@ func heldBatcher(t *testing.T) (b *scriptBatcher, raw *redis.Client, sizes <-cha
 	return b, raw, ch, release
 }
 
+// holdFirst runs a first script and waits until its batch, of that one
+// script, is held; the channel reports its outcome once released.
+func holdFirst(t *testing.T, b *scriptBatcher, sizes <-chan int) <-chan error {
+	t.Helper()
+	first := make(chan error, 1)
+	go func() {
+		got, err := echo(b, context.Background(), "n", "first")
+		if err == nil && got != "first" {
+			err = fmt.Errorf("first script's reply %q", got)
+		}
+		first <- err
+	}()
+	if n := <-sizes; n != 1 {
+		t.Fatalf("first batch holds %d scripts, want 1", n)
+	}
+	return first
+}
+
 // waitQueued waits until n scripts wait in b's queue.
 func waitQueued(t *testing.T, b *scriptBatcher, n int) {
 	t.Helper()
@@ -112,17 +130,7 @@ func TestScriptBatcherDirectWhenIdle(t *testing.T) {
 func TestScriptBatcherBatches(t *testing.T) {
 	b, raw, sizes, release := heldBatcher(t)
 	ctx := context.Background()
-	first := make(chan error, 1)
-	go func() {
-		got, err := echo(b, ctx, "n", "first")
-		if err == nil && got != "first" {
-			err = fmt.Errorf("reply %q", got)
-		}
-		first <- err
-	}()
-	if n := <-sizes; n != 1 {
-		t.Fatalf("first batch holds %d scripts, want 1", n)
-	}
+	first := holdFirst(t, b, sizes)
 	const queued = 20
 	errs := make(chan error, queued)
 	for i := range queued {
@@ -193,9 +201,7 @@ func TestScriptBatcherNoScript(t *testing.T) {
 func TestScriptBatcherDropsAbandoned(t *testing.T) {
 	b, raw, sizes, release := heldBatcher(t)
 	ctx := context.Background()
-	first := make(chan error, 1)
-	go func() { _, err := echo(b, ctx, "n", "first"); first <- err }()
-	<-sizes
+	first := holdFirst(t, b, sizes)
 	cctx, cancel := context.WithCancel(ctx)
 	abandoned := make(chan error, 1)
 	go func() { _, err := echo(b, cctx, "n", "abandoned"); abandoned <- err }()
@@ -220,18 +226,17 @@ func TestScriptBatcherDropsAbandoned(t *testing.T) {
 func TestScriptBatcherClose(t *testing.T) {
 	b, raw, sizes, release := heldBatcher(t)
 	ctx := context.Background()
+	first := holdFirst(t, b, sizes)
 	errs := make(chan error, 4)
-	call := func(i int) { _, err := echo(b, ctx, "n", fmt.Sprint(i)); errs <- err }
-	go call(0)
-	<-sizes // the first batch is held
 	for i := 1; i < 4; i++ {
-		go call(i)
+		go func() { _, err := echo(b, ctx, "n", fmt.Sprint(i)); errs <- err }()
 	}
 	waitQueued(t, b, 3)
 	closed := make(chan struct{})
 	go func() { b.close(); close(closed) }()
 	close(release)
 	<-closed
+	errs <- <-first
 	for range 4 {
 		if err := <-errs; err != nil {
 			t.Fatalf("script queued before Close = %v, want it run", err)
