@@ -100,8 +100,10 @@ is the kernel's share of the gate's CPU (syscalls, fsyncs, socket I/O).
 From the gate's own metrics (its admin socket; --admin-socket with --socket)
 it reports where an execute waited: "gate" holds the mean time in the
 gate's handler and in the receipt's group commit, the ledger's commits per
-second and their mean write + fsync, the store's fsyncs, and slow_syncs,
-the commits and fsyncs over 100 ms (disk stalls).`,
+second and their mean write + fsync, the store's fsyncs, and how many
+commits and fsyncs took over 10 ms (syncs_over_10ms) and over 100 ms
+(slow_syncs): disk stalls, which hold every request waiting on them and
+at a fixed rate decide the p99.`,
 		Example: `  latchgate bench --duration 10s --agents 32
   latchgate bench --rate 1000 --json
   latchgate bench --redis-url redis://127.0.0.1:6379/0
@@ -233,8 +235,8 @@ func printBench(w io.Writer, s benchSummary) {
 	}
 	if g := s.Gate; g != nil {
 		fmt.Fprintf(w, "in the gate  %.3f ms per execute, %.3f ms of it waiting for the receipt's group commit\n", g.RequestMS, g.ReceiptAppendMS)
-		fmt.Fprintf(w, "disk         %.0f ledger commits/s of %.3f ms, %.0f store fsyncs/s of %.3f ms, %d over 100 ms\n",
-			g.LedgerCommitsPerS, g.LedgerCommitMS, g.StoreFsyncsPerS, g.StoreFsyncMS, g.SlowSyncs)
+		fmt.Fprintf(w, "disk         %.0f ledger commits/s of %.3f ms, %.0f store fsyncs/s of %.3f ms; %d over 10 ms, %d over 100 ms\n",
+			g.LedgerCommitsPerS, g.LedgerCommitMS, g.StoreFsyncsPerS, g.StoreFsyncMS, g.SyncsOver10ms, g.SlowSyncs)
 	}
 	if s.IdleSessions > 0 {
 		fmt.Fprintf(w, "idle         %d sessions, RSS +%.0f bytes/session\n", s.IdleSessions, s.IdleRSSBytesPerSession)

@@ -102,8 +102,8 @@ func TestBenchJSON(t *testing.T) {
 			if f := num("store_fsyncs_per_s"); (f > 0) != tt.storeSyncs {
 				t.Errorf("gate store_fsyncs_per_s = %v, want > 0: %v", f, tt.storeSyncs)
 			}
-			if n := num("slow_syncs"); n < 0 {
-				t.Errorf("gate slow_syncs = %v, want ≥ 0", n)
+			if n, m := num("slow_syncs"), num("syncs_over_10ms"); n < 0 || m < n {
+				t.Errorf("gate slow_syncs = %v, syncs_over_10ms = %v: want 0 ≤ slow_syncs ≤ syncs_over_10ms", n, m)
 			}
 		})
 	}
