@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/latchgate/latchgate/clock"
 )
@@ -53,6 +54,9 @@ var (
 	// its signed head, so acknowledged records are missing or altered.
 	// Open refuses to write over such a ledger.
 	ErrHeadMismatch = errors.New("receipts: ledger does not match its signed head")
+	// ErrInUse: another Ledger (another gate, or an offline command next
+	// to a running gate) has the directory open. A ledger has one writer.
+	ErrInUse = errors.New("receipts: ledger directory is in use by another latchgate process")
 )
 
 // errNotRecord: the bytes at an offset are not one ledger line's record
@@ -80,7 +84,7 @@ const (
 // Config configures a Ledger.
 type Config struct {
 	// Dir is the ledger directory (required). Created with mode 0700; it
-	// holds ledger.jsonl, head.json, keys/ and torn-* files.
+	// holds ledger.jsonl, head.json, ledger.lock, keys/ and torn-* files.
 	Dir string
 	// GateID is copied into every receipt and audit record (required).
 	GateID string
@@ -235,7 +239,8 @@ type Ledger struct {
 	onReceipt     func(id string, raw []byte)
 	observeCommit func(time.Duration)
 	rnd           func([]byte) error
-	file          File // O_APPEND; written only by the writer, read with ReadAt under mu.RLock
+	file          File     // O_APPEND; written only by the writer, read with ReadAt under mu.RLock
+	lockf         *os.File // holds the flock on Dir/ledger.lock until Close
 
 	signer atomic.Pointer[signer]
 	keys   atomic.Pointer[map[string]ed25519.PublicKey]
@@ -315,6 +320,17 @@ func Open(cfg Config, deps Deps) (*Ledger, error) {
 	if err := l.fs.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("receipts: create dir: %w", err)
 	}
+	lockf, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	l.lockf = lockf
+	opened := false
+	defer func() {
+		if !opened {
+			lockf.Close() // releases the lock (a no-op after Close did)
+		}
+	}()
 	s, keys, err := loadKeys(l.fs, cfg.Dir, l.rnd)
 	if err != nil {
 		return nil, err
@@ -372,7 +388,27 @@ func Open(cfg Config, deps Deps) (*Ledger, error) {
 		l.Close()
 		return nil, err
 	}
+	opened = true
 	return l, nil
+}
+
+// lockDir takes an exclusive lock on dir/ledger.lock, held until the
+// returned file is closed: one writer per ledger. A second writer would
+// take the first one's in-flight intents for dangling ones, move its
+// half-written group aside as a torn tail, and fork both chains.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFileName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("receipts: lock file: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrInUse, dir)
+		}
+		return nil, fmt.Errorf("receipts: lock %s: %w", dir, err)
+	}
+	return f, nil
 }
 
 // recover scans the file, builds the indexes, moves a torn tail aside and
@@ -1172,7 +1208,9 @@ func (l *Ledger) Close() error {
 	close(l.headStop)
 	<-l.headDone
 	l.closeIndexes()
-	return l.file.Close()
+	err := l.file.Close()
+	l.lockf.Close()
+	return err
 }
 
 // readLocked reads the bytes of the committed record at off: they run up

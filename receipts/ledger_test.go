@@ -434,6 +434,38 @@ func TestReopenContinuesSeq(t *testing.T) {
 	}
 }
 
+// TestOpenRefusesLedgerInUse: a second Open of a ledger directory that is
+// open (a second gate on the same state dir, `keys rotate --state-dir` next
+// to a running gate) is refused and writes nothing. Without the lock it
+// turned the first writer's in-flight intent into an interrupted receipt
+// and both then appended a receipt with the same seq and receipt_id.
+func TestOpenRefusesLedgerInUse(t *testing.T) {
+	dir := t.TempDir()
+	l := openLedger(t, dir, opts{})
+	fill(t, l, 0, 2)
+	in := sampleIntent(7)
+	if err := l.WriteIntent(context.Background(), in); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(ledgerPath(dir))
+	l2, err := Open(Config{Dir: dir, GateID: "other"}, Deps{Clock: clock.NewFake(t0), Logger: zerolog.Nop()})
+	if err == nil {
+		l2.Close()
+	}
+	if !errors.Is(err, ErrInUse) {
+		t.Fatalf("second Open(%s) = %v, want ErrInUse", dir, err)
+	}
+	if after, _ := os.ReadFile(ledgerPath(dir)); !bytes.Equal(after, before) {
+		t.Errorf("refused Open changed the ledger: %d bytes, want %d", len(after), len(before))
+	}
+	mustAppend(t, l, sampleReceipt(7))
+	if res := l.Verify(); !res.Intact || res.Receipts != 3 {
+		t.Errorf("Verify() = %+v (break %+v), want intact with 3 receipts", res, res.FirstBreak)
+	}
+	l.Close()
+	openLedger(t, dir, opts{}) // free again once closed
+}
+
 func TestConcurrentAppend(t *testing.T) {
 	dir := t.TempDir()
 	l := openLedger(t, dir, opts{})

@@ -15,6 +15,7 @@ import (
 const (
 	ledgerFileName = "ledger.jsonl" // intents, aborts, receipts and audit records, one per line
 	headFileName   = "head.json"    // the signed head (temp + rename)
+	lockFileName   = "ledger.lock"  // flocked by the open Ledger
 )
 
 // Every ledger line is {"type":"<t>","record":<record JSON>}\n. The record
