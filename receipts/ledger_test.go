@@ -638,6 +638,8 @@ func TestOutputCap(t *testing.T) {
 		{"exactly cap", `"` + strings.Repeat("x", 62) + `"`, false},
 		{"over cap", `"` + strings.Repeat("x", 63) + `"`, true},
 		{"null output", `null`, false},
+		// 21 bytes as sent, 89 as stored: the cap bounds what is stored.
+		{"over cap once canonical", `[1e20,1e20,1e20,1e20]`, true},
 	}
 	l := openLedger(t, t.TempDir(), opts{cap: 64})
 	for i, tt := range tests {
