@@ -233,6 +233,12 @@ func verifyLedger(r io.Reader, keys map[string]ed25519.PublicKey, head *Head) (V
 		if err := checkRecord(rec, &m, chain == ChainAudit, keys); err != nil {
 			brk(Break{Chain: chain, Seq: m.Seq, Offset: l.off, Reason: err.Error()})
 		}
+		// An unsigned record is authenticated only by the signed head
+		// (directly or through a later link): past the head, nothing
+		// vouches for it, and anyone could have appended it.
+		if chain == ChainAudit && m.Signature == "" && (head == nil || m.Seq > head.AuditSeq) {
+			brk(Break{Chain: chain, Seq: m.Seq, Offset: l.off, Reason: "unsigned record not covered by the signed head"})
+		}
 		*tip = chainTip{seq: m.Seq, hash: m.Hash}
 		if head != nil {
 			if chain == ChainReceipts && m.Seq == head.Seq {

@@ -98,6 +98,18 @@ func TestUnsignedAllowRecords(t *testing.T) {
 			})
 			return lines
 		}, ChainAudit, 2},
+		// The head does not cover a record past it, and an unsigned one has
+		// nothing else to vouch for it: a forger appends decisions at will.
+		{"allow record forged past the signed head", func(t *testing.T, lines [][]byte) [][]byte {
+			last := lines[lineOf(t, lines, prefixAudit, 4)]
+			forged := rehash(t, editAudit(t, last, func(m map[string]json.RawMessage) {
+				m["prev_hash"] = m["hash"]
+				m["seq"] = json.RawMessage(`5`)
+				m["id"] = json.RawMessage(`"0196a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c"`)
+				m["principal"] = json.RawMessage(`"mallory"`)
+			}))
+			return append(lines, forged)
+		}, ChainAudit, 5},
 		{"bogus signature added to an allow record", func(t *testing.T, lines [][]byte) [][]byte {
 			i := lineOf(t, lines, prefixAudit, 1)
 			lines[i] = bytes.Replace(lines[i], []byte(`"hash":`), []byte(`"signature":"AAAA","hash":`), 1)
