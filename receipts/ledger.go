@@ -1449,6 +1449,35 @@ func (l *Ledger) Rotate() error {
 	return nil
 }
 
+// RotateDir creates a new signing key in the ledger directory dir while no
+// Ledger has it open (a stopped gate's: `latchgate keys rotate --receipts
+// --state-dir`; ErrInUse otherwise), keeping the old public keys. It
+// writes the key files only: opening the ledger would also run its
+// start-up recovery, recording dangling intents as interrupted receipts
+// in the name of whoever rotates, not of the gate. It returns the new key
+// id.
+func RotateDir(dir string) (string, error) {
+	fsys := OSFS{}
+	if err := fsys.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("receipts: create dir: %w", err)
+	}
+	lockf, err := lockDir(dir)
+	if err != nil {
+		return "", err
+	}
+	defer lockf.Close()
+	rnd := func(b []byte) error { _, err := rand.Read(b); return err }
+	_, pubs, err := loadKeys(fsys, dir, rnd)
+	if err != nil {
+		return "", err
+	}
+	s, err := newKey(fsys, filepath.Join(dir, keysDirName), pubs, rnd)
+	if err != nil {
+		return "", err
+	}
+	return s.kid, nil
+}
+
 // SignatureStatus verifies a stored receipt with the ledger's keys.
 func (l *Ledger) SignatureStatus(raw json.RawMessage) string {
 	return VerifyReceipt(raw, *l.keys.Load())

@@ -18,6 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/latchgate/latchgate/clock"
+	"github.com/latchgate/latchgate/receipts"
 	"github.com/latchgate/latchgate/sdk"
 	"github.com/latchgate/latchgate/webhooks"
 )
@@ -314,6 +318,58 @@ func TestDoctor(t *testing.T) {
 	os.WriteFile(cfg, []byte("redis_url: rediss://:pw@redis.example:6380/0\nproof:\n  require_body_hash: true\n"), 0o600)
 	if out, code := cli(t, "doctor", "--config", cfg, "--state-dir", state); code != 0 {
 		t.Fatalf("doctor on a sound config = %d:\n%s", code, out)
+	}
+}
+
+// TestKeysRotateOffline: `keys rotate --receipts --state-dir` on a stopped
+// gate changes the receipt keys and nothing else. It used to open the
+// ledger, whose start-up recovery recorded the gate's dangling intents as
+// interrupted receipts of a gate named "offline-rotate"; they are the
+// gate's own to record, under its id, when it next starts.
+func TestKeysRotateOffline(t *testing.T) {
+	state := t.TempDir()
+	dir := filepath.Join(state, "ledger")
+	open := func() *receipts.Ledger {
+		t.Helper()
+		led, err := receipts.Open(receipts.Config{Dir: dir, GateID: "gate-a"}, receipts.Deps{Clock: clock.Real{}, Logger: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return led
+	}
+	led := open()
+	oldKID := led.KeyID()
+	now := receipts.FormatTime(time.Now())
+	in := &receipts.Intent{
+		GrantID: "0196a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a51", TraceID: "trace-1", ReceiptID: "0196a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a52",
+		ActionID: "echo", ActionVersion: "1.0.0", ActionDigest: "sha256:" + strings.Repeat("a", 64), Principal: "uid:1000",
+		SessionID: "0196a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a53", RequestHash: "sha256:" + strings.Repeat("b", 64), StartedAt: now,
+	}
+	if err := led.WriteIntent(context.Background(), in); err != nil {
+		t.Fatal(err)
+	}
+	led.Close() // as if the gate stopped before the outcome
+	before, _ := os.ReadFile(filepath.Join(dir, "ledger.jsonl"))
+
+	out, code := cli(t, "keys", "rotate", "--receipts", "--state-dir", state, "--json")
+	var r struct {
+		ReceiptKeyID string `json:"receipt_key_id"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.ReceiptKeyID == "" || r.ReceiptKeyID == oldKID {
+		t.Fatalf("keys rotate --receipts --state-dir = %d %s, want a new receipt_key_id", code, out)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, "ledger.jsonl")); string(after) != string(before) {
+		t.Fatalf("offline rotation wrote to the ledger:\n%s", after[len(before):])
+	}
+
+	led = open()
+	defer led.Close()
+	rc, err := led.GetReceipt(in.ReceiptID)
+	if err != nil || rc.GateID != "gate-a" || rc.KeyID != r.ReceiptKeyID || rc.NormalizedResult.Kind != receipts.KindInterrupted {
+		t.Fatalf("interrupted receipt after restart = %+v, %v; want gate-a's, signed with %s", rc, err, r.ReceiptKeyID)
+	}
+	if v := led.Verify(); !v.Intact {
+		t.Fatalf("Verify() after offline rotation = %+v", v.FirstBreak)
 	}
 }
 

@@ -541,19 +541,11 @@ running gates pick up a new lease key on reload).`,
 				out["lease_rotated"] = true
 			}
 			if r {
-				led, err := receipts.Open(receipts.Config{Dir: filepath.Join(dir, "ledger"), GateID: "offline-rotate"},
-					receipts.Deps{Clock: clock.Real{}, Logger: zerolog.Nop()})
+				kid, err := receipts.RotateDir(filepath.Join(dir, "ledger"))
 				if err != nil {
-					return fmt.Errorf("open the ledger (is the gate stopped?): %w", err)
+					return fmt.Errorf("rotate the receipt key (is the gate stopped?): %w", err)
 				}
-				err = led.Rotate()
-				out["receipt_key_id"] = led.KeyID()
-				if cerr := led.Close(); err == nil {
-					err = cerr
-				}
-				if err != nil {
-					return err
-				}
+				out["receipt_key_id"] = kid
 			}
 			b, _ := json.Marshal(out)
 			if jsonOut(cmd) {
