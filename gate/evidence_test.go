@@ -2,6 +2,7 @@ package gate_test
 
 import (
 	"encoding/json"
+	"strconv"
 	"testing"
 
 	"github.com/latchgate/latchgate/gate/gatetest"
@@ -67,6 +68,50 @@ func TestAllowDecisionRecorded(t *testing.T) {
 			}
 			if res := s.Ledger.Verify(); !res.Intact {
 				t.Errorf("Ledger.Verify = %+v, want intact", res)
+			}
+		})
+	}
+}
+
+// TestAuditQueryLimit: GET /v1/audit answers at most receipts.MaxAuditLimit
+// records and refuses a larger limit with 400 rather than silently
+// returning fewer than asked for.
+func TestAuditQueryLimit(t *testing.T) {
+	s := gatetest.NewServer(t)
+	a := newAgent(t, s, nil)
+	for i := range 3 {
+		wantStatus(t, a.Execute("echo", map[string]any{"message": strconv.Itoa(i)}, nil), 200, "")
+	}
+	tests := []struct {
+		limit  string
+		status int
+		code   string
+		n      int
+	}{
+		{limit: "", status: 200, n: 3},
+		{limit: "2", status: 200, n: 2},
+		{limit: strconv.Itoa(receipts.MaxAuditLimit), status: 200, n: 3},
+		{limit: strconv.Itoa(receipts.MaxAuditLimit + 1), status: 400, code: "invalid_request"},
+		{limit: "0", status: 400, code: "invalid_request"},
+		{limit: "ten", status: 400, code: "invalid_request"},
+	}
+	for _, tt := range tests {
+		t.Run("limit="+tt.limit, func(t *testing.T) {
+			path := "/v1/audit?decision=allow"
+			if tt.limit != "" {
+				path += "&limit=" + tt.limit
+			}
+			r := admin(t, s, "GET", path, "")
+			wantStatus(t, r, tt.status, tt.code)
+			if tt.status != 200 {
+				return
+			}
+			var body struct{ Records []json.RawMessage }
+			if err := json.Unmarshal(r.Body, &body); err != nil {
+				t.Fatalf("body %s: %v", r.Body, err)
+			}
+			if len(body.Records) != tt.n {
+				t.Errorf("%d records, want %d", len(body.Records), tt.n)
 			}
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -303,8 +304,8 @@ func (g *Gate) handleAuditQuery(w http.ResponseWriter, r *http.Request) error {
 	aq := receipts.AuditQuery{Principal: q.Get("principal"), ActionID: q.Get("action_id"), Decision: q.Get("decision"), Limit: 100}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 10000 {
-			return errInvalidRequest("limit must be an integer from 1 to 10000.")
+		if err != nil || n < 1 || n > receipts.MaxAuditLimit {
+			return errInvalidRequest(fmt.Sprintf("limit must be an integer from 1 to %d.", receipts.MaxAuditLimit))
 		}
 		aq.Limit = n
 	}

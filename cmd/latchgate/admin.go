@@ -273,9 +273,10 @@ expired, failed) of the gate's ledger, newest first. --format picks table
 		},
 	}
 	cmd.Flags().String("format", "table", "table, json, ndjson or csv")
-	for _, k := range []string{"principal", "action-id", "decision", "after", "before", "limit"} {
+	for _, k := range []string{"principal", "action-id", "decision", "after", "before"} {
 		cmd.Flags().String(k, "", "filter: "+k)
 	}
+	cmd.Flags().String("limit", "", "how many records, newest first (1–500; default 100)")
 	addAdminFlags(cmd)
 	return cmd
 }
