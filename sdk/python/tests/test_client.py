@@ -609,3 +609,33 @@ async def test_connect_again_opens_new_session_with_defaults(
     assert second.session_id != first.session_id
     assert json.loads(stub.requests[-1]["body"])["budgets"] == {"max_calls": 1}
     await client.execute("echo", {})
+
+
+async def test_lazy_connect_failure_not_retried_twice(
+    stub: StubGate, make_client: MakeClient, sleeps: SleepRecorder
+) -> None:
+    # The lease request is retried max_retries times; the execute that needed
+    # it must not start that whole sequence again (max_retries² requests).
+    client = make_client(agent_id="down", max_retries=2)
+    stub.force("POST", "/v1/leases", 503, {"error": "store_unavailable", "message": "m"}, times=50)
+    with pytest.raises(LatchGateUnavailable):
+        await client.execute("echo", {})
+    assert stub.count("POST", "/v1/leases") == 3
+    assert len(sleeps.delays) == 2
+    assert stub.count("POST", "/v1/actions/echo/execute") == 0
+
+
+async def test_renewal_failure_after_expiry_not_retried_twice(
+    stub: StubGate, make_client: MakeClient, clock: FakeClock, sleeps: SleepRecorder
+) -> None:
+    client = make_client(agent_id="late", max_retries=2)
+    await client.connect()
+    stub.force(
+        "POST", "/v1/leases/renew", 503, {"error": "store_unavailable", "message": "m"}, times=50
+    )
+    clock.offset = 400  # past expiry: the renewal's failure is the call's failure
+    with pytest.raises(LatchGateUnavailable):
+        await client.get_receipt("r1")
+    clock.offset = 0
+    assert stub.count("POST", "/v1/leases/renew") == 3
+    assert len(sleeps.delays) == 2

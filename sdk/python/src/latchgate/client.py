@@ -533,9 +533,11 @@ class LatchGateClient:
         """Send one logical request (with retries); return (status, parsed JSON)."""
         attempt = 0
         while True:
+            # A lazy connect or renewal retries by itself: its failure is final here.
+            lease = await self._current_lease() if auth is True else auth
             try:
                 return await self._attempt(
-                    method, path, body, auth, headers, action_id, ok, timeout
+                    method, path, body, lease, headers, action_id, ok, timeout
                 )
             except (LatchGateUnavailable, LatchGateTransportError) as err:
                 retry_after = err.retry_after if isinstance(err, LatchGateUnavailable) else None
