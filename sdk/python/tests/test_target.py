@@ -151,3 +151,27 @@ async def test_client_resolves_defaults_lazily() -> None:
 def test_client_env_url() -> None:
     c = LatchGateClient(env={"LATCHGATE_URL": "http://localhost:3000"}, socket="/x.sock")
     assert (c.base_url, c.socket_path) == ("http://localhost:3000", None)
+
+
+def test_default_socket_in_dir_owned_by_another_user_refused(short_dir: Path) -> None:
+    # /tmp/latchgate-<uid> and $XDG_RUNTIME_DIR/latchgate can be created by
+    # anyone first: a directory owned by someone else (not root) may hold a
+    # fake gate, even when it is not writable by others.
+    if os.path.lexists("/run/latchgate/gate.sock"):
+        pytest.skip("a system gate socket exists")
+    d = short_dir / "latchgate"
+    d.mkdir(mode=0o755)
+    s = _bind(d / "gate.sock")
+    uid = os.getuid() + 1
+    if os.getuid() == 0:
+        os.chown(d, 4242, 4242)
+        uid = 0
+    env = {"XDG_RUNTIME_DIR": str(short_dir)}
+    try:
+        with pytest.raises(LatchGateTransportError, match="owned by uid"):
+            resolve_target(None, None, env, uid)
+        if os.getuid() == 0:
+            os.chown(d, 0, 0)  # root's directory is fine
+            assert resolve_target(None, None, env, uid).uds == str(d / "gate.sock")
+    finally:
+        s.close()

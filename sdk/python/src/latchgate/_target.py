@@ -18,11 +18,13 @@ UDS_BASE = "http://localhost"
 class Target:
     """``base`` is the URL base for requests and ``htu``; ``uds`` the socket path
     (``None`` over TCP); ``checked`` whether the socket's directory must pass
-    :func:`check_socket_dir` (default paths only)."""
+    :func:`check_socket_dir` (default paths only), and ``owner`` the uid that
+    directory must belong to, or root (``None``: any owner)."""
 
     base: str
     uds: str | None
     checked: bool = False
+    owner: int | None = None
 
 
 def default_socket_candidates(env: Mapping[str, str], uid: int) -> list[str]:
@@ -35,8 +37,9 @@ def default_socket_candidates(env: Mapping[str, str], uid: int) -> list[str]:
     return out
 
 
-def check_socket_dir(path: str) -> None:
-    """Refuse a socket whose directory is a symlink or writable by others."""
+def check_socket_dir(path: str, owner: int | None = None) -> None:
+    """Refuse a socket whose directory is a symlink or writable by others, or
+    (with ``owner``) owned by anyone but ``owner`` or root."""
     directory = os.path.dirname(path) or "."
     try:
         st = os.lstat(directory)
@@ -52,6 +55,10 @@ def check_socket_dir(path: str) -> None:
         raise LatchGateTransportError(
             f"refusing socket {path}: its directory {directory} is writable by others"
         )
+    if owner is not None and st.st_uid not in (owner, 0):
+        raise LatchGateTransportError(
+            f"refusing socket {path}: its directory {directory} is owned by uid {st.st_uid}"
+        )
 
 
 def resolve_target(
@@ -63,7 +70,9 @@ def resolve_target(
     """Resolve base_url → LATCHGATE_URL → socket → default sockets.
 
     For the defaults the first path that exists is used, after its directory
-    passes :func:`check_socket_dir`. No gate found is a transport error.
+    passes :func:`check_socket_dir`; except for ``/run/latchgate`` (the gate's
+    own user's) it must belong to ``uid`` or root, since anyone may create
+    ``/tmp/latchgate-<uid>`` first. No gate found is a transport error.
     """
     if base_url:
         return Target(base=base_url.rstrip("/"), uds=None)
@@ -73,10 +82,11 @@ def resolve_target(
     if socket:
         return Target(base=UDS_BASE, uds=socket)
     candidates = default_socket_candidates(env, uid)
-    for path in candidates:
+    for i, path in enumerate(candidates):
         if os.path.lexists(path):
-            check_socket_dir(path)
-            return Target(base=UDS_BASE, uds=path, checked=True)
+            owner = uid if i > 0 else None
+            check_socket_dir(path, owner)
+            return Target(base=UDS_BASE, uds=path, checked=True, owner=owner)
     raise LatchGateTransportError(
         "no LatchGate socket found (tried " + ", ".join(candidates) + "); "
         "pass socket= or base_url=, or set LATCHGATE_URL"

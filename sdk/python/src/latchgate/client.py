@@ -78,8 +78,8 @@ class LatchGateClient:
     The gate is found in this order: ``base_url`` → ``$LATCHGATE_URL`` →
     ``socket`` → ``/run/latchgate/gate.sock`` →
     ``$XDG_RUNTIME_DIR/latchgate/gate.sock`` → ``/tmp/latchgate-<uid>/gate.sock``
-    (a default socket whose directory is a symlink or writable by others is
-    refused).
+    (a default socket whose directory is a symlink, writable by others or, for
+    the last two, owned by anyone but us or root is refused).
 
     With ``agent_id`` set, the first authenticated call opens a lease (lazy
     connect); otherwise call :meth:`connect` first. ``scopes``, ``max_calls``,
@@ -490,7 +490,7 @@ class LatchGateClient:
         target = self._target
         if self._http is None:
             if target.checked and target.uds is not None:
-                check_socket_dir(target.uds)
+                check_socket_dir(target.uds, target.owner)
             transport = self._transport
             if transport is None:
                 transport = (
