@@ -11,7 +11,13 @@ import { LatchGateTransportError } from "./errors.js";
 /** Where the gate is. */
 export type GateTarget =
   | { kind: "unix"; socketPath: string; isDefault: false }
-  | { kind: "unix"; candidates: readonly string[]; isDefault: true }
+  | {
+      kind: "unix";
+      candidates: readonly string[];
+      isDefault: true;
+      /** Who must own the directory of every candidate but the first (root may too). */
+      uid?: number | undefined;
+    }
   | { kind: "tcp"; baseUrl: string };
 
 /** A raw answer from the gate. */
@@ -44,21 +50,24 @@ export function resolveTarget(
   const fromEnv = env["LATCHGATE_URL"];
   if (fromEnv !== undefined && fromEnv !== "") return { kind: "tcp", baseUrl: fromEnv };
   if (opts.socket !== undefined && opts.socket !== "") return { kind: "unix", socketPath: opts.socket, isDefault: false };
-  return { kind: "unix", candidates: defaultSocketCandidates(env, uid), isDefault: true };
+  return { kind: "unix", candidates: defaultSocketCandidates(env, uid), isDefault: true, uid };
 }
 
 /**
  * Refuses a default socket whose directory is a symlink or writable by others
- * (another user could plant a fake gate there), or that is itself a symlink.
- * Returns undefined when the path is acceptable, else the reason.
+ * (another user could plant a fake gate there), or — with `owner` — owned by
+ * anyone but `owner` or root (anyone may create /tmp/latchgate-<uid> first),
+ * or that is itself a symlink. Returns undefined when the path is acceptable,
+ * else the reason.
  */
-export function unsafeSocketReason(socketPath: string): string | undefined {
+export function unsafeSocketReason(socketPath: string, owner?: number): string | undefined {
   const dir = dirname(socketPath);
   try {
     const st = lstatSync(dir);
     if (st.isSymbolicLink()) return `socket directory ${dir} is a symlink`;
     if (!st.isDirectory()) return `${dir} is not a directory`;
     if ((st.mode & 0o002) !== 0) return `socket directory ${dir} is writable by others`;
+    if (owner !== undefined && st.uid !== owner && st.uid !== 0) return `socket directory ${dir} is owned by uid ${st.uid}`;
   } catch {
     return undefined; // missing: connecting will fail with ENOENT
   }
@@ -133,11 +142,13 @@ export class Transport {
   ensureTarget(): void {
     if (this.tcpUrl !== undefined || this.socketPath !== undefined) return;
     if (this.target.kind !== "unix" || !this.target.isDefault) return;
-    const chosen = this.target.candidates.find(exists);
+    const i = this.target.candidates.findIndex(exists);
+    const chosen = this.target.candidates[i];
     if (chosen === undefined) {
       throw new LatchGateTransportError(`no gate socket found (tried ${this.target.candidates.join(", ")})`, true);
     }
-    const why = unsafeSocketReason(chosen);
+    // The first default (/run/latchgate) belongs to the gate's own user.
+    const why = unsafeSocketReason(chosen, i > 0 ? this.target.uid : undefined);
     if (why !== undefined) throw new LatchGateTransportError(`refusing default gate socket: ${why}`, true);
     this.socketPath = chosen;
   }

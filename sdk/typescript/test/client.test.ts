@@ -5,7 +5,7 @@
 
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -457,4 +457,40 @@ test("default socket safety check", async (t) => {
       }
     }
   });
+});
+
+test("a default socket whose directory belongs to another user is refused", async (t) => {
+  // $XDG_RUNTIME_DIR/latchgate and /tmp/latchgate-<uid> can be created by any
+  // local user first; a fake gate there must not be trusted, even in a
+  // directory that is not writable by others.
+  const root = mkdtempSync(join(tmpdir(), "lg-own-"));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const dir = join(root, "latchgate");
+  mkdirSync(dir, { mode: 0o755 });
+  writeFileSync(join(dir, "gate.sock"), "");
+  const me = process.getuid?.() ?? 0;
+  let uid = me + 1;
+  if (me === 0) {
+    chownSync(dir, 4242, 4242);
+    uid = 0;
+  }
+  const target = resolveTarget({}, { XDG_RUNTIME_DIR: root }, uid);
+  assert.ok(target.kind === "unix" && target.isDefault);
+  const candidates = target.candidates.filter((p) => p.startsWith(root));
+  const tr = new Transport({ ...target, candidates: ["/nonexistent/latchgate/gate.sock", ...candidates] });
+  try {
+    assert.throws(
+      () => tr.ensureTarget(),
+      (e: unknown) => e instanceof LatchGateTransportError && /owned by uid/.test(e.message),
+    );
+  } finally {
+    tr.close();
+  }
+  if (me === 0) {
+    chownSync(dir, 0, 0); // root's directory is fine
+    const ok = new Transport({ ...target, candidates: ["/nonexistent/latchgate/gate.sock", ...candidates] });
+    ok.ensureTarget();
+    assert.equal(ok.describe(), `unix:${join(dir, "gate.sock")}`);
+    ok.close();
+  }
 });
