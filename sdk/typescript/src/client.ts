@@ -180,6 +180,8 @@ interface CallOptions {
   retry: "all" | "unavailable" | "none";
   /** Parse the body strictly (receipts). */
   strict?: boolean;
+  /** The action the call concerns, for errors whose body names none. */
+  actionId?: string;
 }
 
 const NO_LOGGER: Logger = {};
@@ -316,7 +318,7 @@ export class LatchGateClient {
     // Retried only with an Idempotency-Key: the gate then answers a repeat with
     // the stored outcome instead of running it twice. A 502 is never retried.
     const retry = key !== undefined ? "all" : "none";
-    const res = await this.call("POST", `/v1/actions/${seg(action)}/execute`, { auth: true, body, headers, retry }, true);
+    const res = await this.call("POST", `/v1/actions/${seg(action)}/execute`, { auth: true, body, headers, retry, actionId: action }, true);
     const o = res.json;
     if (res.status === 202 || s(o["decision"]) === "pending_approval") {
       const details: { status: number; traceId?: string; body: Record<string, unknown> } = { status: res.status, body: o };
@@ -580,7 +582,7 @@ export class LatchGateClient {
         errBody = undefined;
       }
       const ra = res.headers["retry-after"];
-      const err = errorFromResponse(res.status, errBody, Array.isArray(ra) ? ra[0] : ra, this.now());
+      const err = errorFromResponse(res.status, errBody, Array.isArray(ra) ? ra[0] : ra, this.now(), co.actionId);
       if (err instanceof LatchGateUnavailable && co.retry !== "none" && attempt < maxRetries && !this.closed) {
         const wantMs = err.retryAfter !== undefined ? err.retryAfter * 1000 : undefined;
         if (wantMs !== undefined && wantMs > (this.opts.maxRetryAfterMs ?? 30_000)) throw err;

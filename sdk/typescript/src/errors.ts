@@ -170,13 +170,15 @@ export function parseRetryAfter(header: string | undefined, nowMs: number): numb
 
 /**
  * Maps a non-2xx gate answer to an error (PROTOCOL.md §4). `body` is the parsed
- * JSON body (or undefined when the body was not a JSON object).
+ * JSON body (or undefined when the body was not a JSON object); `actionId` is
+ * the action the call concerned, used when the body names none.
  */
 export function errorFromResponse(
   status: number,
   body: Record<string, unknown> | undefined,
   retryAfterHeader: string | undefined,
   nowMs: number,
+  actionId?: string,
 ): LatchGateError {
   const code = str(body?.["error"]);
   const message = str(body?.["message"]) ?? `gate answered HTTP ${status}${code ? ` (${code})` : ""}`;
@@ -205,7 +207,7 @@ export function errorFromResponse(
   }
   if ([400, 403, 404, 405, 409, 413, 415, 422].includes(status)) {
     const reason = str(body?.["deny_reason"]) ?? message;
-    return new LatchGateDenied(text, str(body?.["action_id"]), reason, details);
+    return new LatchGateDenied(text, str(body?.["action_id"]) ?? actionId, reason, details);
   }
   return new LatchGateError(text, details);
 }

@@ -494,3 +494,24 @@ test("a default socket whose directory belongs to another user is refused", asyn
     ok.close();
   }
 });
+
+test("a denial names the executed action even when the gate's body does not", async (t) => {
+  // The gate names the action only in some refusals (policy, schema, unknown
+  // action); invalid_json, idempotency_conflict, payload_too_large do not.
+  const { gate, client } = await setup(t, { agentId: "a" });
+  await client.connect();
+  for (const [status, code] of [
+    [400, "invalid_json"],
+    [409, "idempotency_conflict"],
+    [413, "payload_too_large"],
+  ] as const) {
+    gate.queue("POST /v1/actions/echo/execute", { status, body: { error: code, message: "m" } });
+    const err = await client.execute("echo", {}).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof LatchGateDenied, `${status} ${code}: ${String(err)}`);
+    assert.equal(err.actionId, "echo", `${status} ${code}: actionId`);
+    assert.equal(err.code, code);
+  }
+});

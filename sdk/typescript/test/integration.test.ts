@@ -52,3 +52,19 @@ test("real gate: budget counters carry across renewal", { skip }, async () => {
     await client.close();
   }
 });
+
+test("real gate: a refusal without action_id in its body still names the action", { skip }, async () => {
+  const client = new LatchGateClient({ socket, agentId: "ts-integration-denied", env: {} });
+  try {
+    // A lone surrogate is not I-JSON: the gate answers 400 invalid_json (no action_id member).
+    const err = await client.execute("echo", { s: "\ud800" }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof LatchGateDenied, String(err));
+    assert.equal(err.code, "invalid_json");
+    assert.equal(err.actionId, "echo");
+  } finally {
+    await client.close();
+  }
+});
