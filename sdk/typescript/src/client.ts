@@ -487,7 +487,15 @@ export class LatchGateClient {
     if (st === undefined) throw new LatchGateNotConnected();
     const before = Math.min((this.opts.renewBeforeSeconds ?? 60) * 1000, (st.expiresAtMs - st.issuedAtMs) / 4);
     if (this.now() >= st.expiresAtMs - before) {
-      await this.renew();
+      try {
+        await this.renew();
+      } catch (e) {
+        // A transient failure while the lease is still valid: keep using it
+        // and try again on the next call. Refusals and expiry are the call's error.
+        const transient = e instanceof LatchGateUnavailable || e instanceof LatchGateTransportError;
+        if (!transient || this.now() >= st.expiresAtMs) throw e;
+        this.log.warn?.(`latchgate: lease renewal failed (${e.message}); using the current lease until it expires`);
+      }
       const next = this.state;
       if (next === undefined) throw new LatchGateNotConnected();
       return next;

@@ -515,3 +515,24 @@ test("a denial names the executed action even when the gate's body does not", as
     assert.equal(err.code, code);
   }
 });
+
+test("a transient renewal failure keeps using the lease while it is valid", async (t) => {
+  const { gate, client, clock } = await setup(t, { agentId: "a", maxRetries: 1 });
+  await client.connect();
+  const e503 = { status: 503, body: { error: "store_unavailable", message: "down" } };
+  gate.queue("POST /v1/leases/renew", e503, e503);
+  clock.ms += 250_000; // in the renewal window, 50 s before expiry
+  const r = await client.execute("echo", { still: "valid" });
+  assert.deepEqual(r.output, { still: "valid" });
+  assert.equal(gate.count("POST /v1/leases/renew"), 2);
+  // Once the lease has expired, a failed renewal is the call's error.
+  gate.queue("POST /v1/leases/renew", e503, e503);
+  clock.ms += 60_000;
+  await assert.rejects(client.execute("echo", {}), LatchGateUnavailable);
+  // A renewal refused by the gate is never papered over.
+  const fresh = await setup(t, { agentId: "b" });
+  await fresh.client.connect();
+  fresh.gate.queue("POST /v1/leases/renew", { status: 401, body: { error: "lease_revoked", message: "m" } });
+  fresh.clock.ms += 250_000;
+  await assert.rejects(fresh.client.execute("echo", {}), LatchGateAuthError);
+});
