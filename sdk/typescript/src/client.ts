@@ -218,7 +218,8 @@ export class LatchGateClient {
   private readonly log: Logger;
   private readonly now: () => number;
   private readonly sleep: (ms: number) => Promise<void>;
-  private state: LeaseState | undefined;
+  // An ES private field: the lease token must not show in util.inspect or JSON.stringify.
+  #state: LeaseState | undefined;
   private connecting: Promise<LeaseInfo> | undefined;
   private renewing: Promise<LeaseInfo> | undefined;
   private receiptKeys: ReceiptJwk[] | undefined;
@@ -240,12 +241,12 @@ export class LatchGateClient {
 
   /** The current lease, or undefined before connect(). */
   get lease(): LeaseInfo | undefined {
-    return this.state?.info;
+    return this.#state?.info;
   }
 
   /** True once a lease is held. */
   get isConnected(): boolean {
-    return this.state !== undefined;
+    return this.#state !== undefined;
   }
 
   /**
@@ -276,7 +277,7 @@ export class LatchGateClient {
     // created nothing, so no orphan session is left behind.
     const res = await this.call("POST", "/v1/leases", { auth: false, body, retry: "unavailable", headers: { "Content-Type": "application/json" } }, true);
     const state = this.leaseFromAnswer(res, key);
-    this.state = state;
+    this.#state = state;
     this.log.debug?.(`latchgate: lease obtained (session ${state.info.sessionId}, expires ${state.info.expiresAt})`);
     return state.info;
   }
@@ -288,13 +289,13 @@ export class LatchGateClient {
   renew(): Promise<LeaseInfo> {
     this.assertOpen();
     if (this.renewing !== undefined) return this.renewing;
-    const current = this.state;
+    const current = this.#state;
     if (current === undefined) return Promise.reject(new LatchGateNotConnected());
     const p = (async () => {
       try {
         const res = await this.call("POST", "/v1/leases/renew", { auth: true, retry: "all" }, true, current);
         const next = this.leaseFromAnswer(res, current.key);
-        if (this.state === current) this.state = next; // a concurrent connect() wins
+        if (this.#state === current) this.#state = next; // a concurrent connect() wins
         this.log.debug?.(`latchgate: lease renewed (session ${next.info.sessionId}, expires ${next.info.expiresAt})`);
         return next.info;
       } finally {
@@ -459,7 +460,7 @@ export class LatchGateClient {
   /** Drops the lease and closes pooled connections. Later calls fail. */
   close(): Promise<void> {
     this.closed = true;
-    this.state = undefined;
+    this.#state = undefined;
     this.transport.close();
     return Promise.resolve();
   }
@@ -473,7 +474,7 @@ export class LatchGateClient {
   /** Returns a lease that is not about to expire: lazily connecting or renewing as needed. */
   private async freshLease(): Promise<LeaseState> {
     this.assertOpen();
-    if (this.state === undefined) {
+    if (this.#state === undefined) {
       if (this.connecting === undefined) {
         if (this.opts.agentId === undefined) throw new LatchGateNotConnected();
         this.log.debug?.("latchgate: connecting lazily");
@@ -483,7 +484,7 @@ export class LatchGateClient {
       }
       await this.connecting;
     }
-    const st = this.state;
+    const st = this.#state;
     if (st === undefined) throw new LatchGateNotConnected();
     const before = Math.min((this.opts.renewBeforeSeconds ?? 60) * 1000, (st.expiresAtMs - st.issuedAtMs) / 4);
     if (this.now() >= st.expiresAtMs - before) {
@@ -496,7 +497,7 @@ export class LatchGateClient {
         if (!transient || this.now() >= st.expiresAtMs) throw e;
         this.log.warn?.(`latchgate: lease renewal failed (${e.message}); using the current lease until it expires`);
       }
-      const next = this.state;
+      const next = this.#state;
       if (next === undefined) throw new LatchGateNotConnected();
       return next;
     }

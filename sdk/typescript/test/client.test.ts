@@ -7,6 +7,7 @@ import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { inspect } from "node:util";
 import { join } from "node:path";
 import {
   LatchGateActionFailed,
@@ -535,4 +536,14 @@ test("a transient renewal failure keeps using the lease while it is valid", asyn
   fresh.gate.queue("POST /v1/leases/renew", { status: 401, body: { error: "lease_revoked", message: "m" } });
   fresh.clock.ms += 250_000;
   await assert.rejects(fresh.client.execute("echo", {}), LatchGateAuthError);
+});
+
+test("the lease token never shows in util.inspect or JSON.stringify of the client", async (t) => {
+  const { gate, client } = await setup(t, { agentId: "a" });
+  await client.execute("echo", {});
+  const authz = String(gate.requests.find((r) => r.path === "/v1/actions/echo/execute")?.headers["authorization"]);
+  const jwt = authz.replace(/^DPoP /, "");
+  assert.match(jwt, /^lease\./);
+  const shown = [inspect(client, { depth: Infinity, showHidden: true }), inspect(client), JSON.stringify(client)];
+  for (const text of shown) assert.ok(!text.includes(jwt), "the lease token leaked");
 });
