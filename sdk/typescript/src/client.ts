@@ -251,7 +251,8 @@ export class LatchGateClient {
 
   /**
    * Opens a lease with a fresh ephemeral P-256 key (replacing any current
-   * lease). Options not given fall back to the constructor's.
+   * lease). Options not given fall back to the constructor's, or to the last
+   * connect()'s: the values given become the defaults of later connects.
    */
   async connect(options: ConnectOptions = {}): Promise<LeaseInfo> {
     this.assertOpen();
@@ -278,6 +279,9 @@ export class LatchGateClient {
     const res = await this.call("POST", "/v1/leases", { auth: false, body, retry: "unavailable", headers: { "Content-Type": "application/json" } }, true);
     const state = this.leaseFromAnswer(res, key);
     this.#state = state;
+    // Later connects (a bare connect() in an error handler, or a lazy one) ask
+    // for the same: same agent, same limits, as in the Python SDK.
+    Object.assign(o, { agentId, scopes, maxCalls, maxCostUsdCents: maxCost, ttl });
     this.log.debug?.(`latchgate: lease obtained (session ${state.info.sessionId}, expires ${state.info.expiresAt})`);
     return state.info;
   }

@@ -547,3 +547,20 @@ test("the lease token never shows in util.inspect or JSON.stringify of the clien
   const shown = [inspect(client, { depth: Infinity, showHidden: true }), inspect(client), JSON.stringify(client)];
   for (const text of shown) assert.ok(!text.includes(jwt), "the lease token leaked");
 });
+
+test("connect() again reuses what the previous connect() asked for (agentId, budgets)", async (t) => {
+  // The guide's handlers reconnect with a bare connect() after
+  // LatchGateBudgetExhausted / LatchGateAuthError, for a client that may have
+  // been connected with connect({ agentId }): same agent, same limits.
+  const { gate, client } = await setup(t);
+  const first = await client.connect({ agentId: "my-agent", maxCalls: 1, ttl: 120 });
+  await client.execute("echo", {});
+  await assert.rejects(client.execute("echo", {}), LatchGateBudgetExhausted);
+  const second = await client.connect();
+  assert.notEqual(second.sessionId, first.sessionId);
+  assert.equal(second.principal, "agent:my-agent");
+  const body = JSON.parse(gate.requests.filter((r) => r.path === "/v1/leases").at(-1)?.body.toString() ?? "{}") as Record<string, unknown>;
+  assert.equal(body["agent_id"], "my-agent");
+  assert.deepEqual(body["budgets"], { max_calls: 1 });
+  assert.equal(body["ttl_seconds"], 120);
+});

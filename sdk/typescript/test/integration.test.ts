@@ -68,3 +68,15 @@ test("real gate: a refusal without action_id in its body still names the action"
     await client.close();
   }
 });
+
+test("real gate: a bare connect() after connect({ agentId }) stays the same agent", { skip }, async () => {
+  const client = new LatchGateClient({ socket, env: {} });
+  try {
+    const first = await client.connect({ agentId: "ts-integration-reconnect" });
+    const second = await client.connect(); // as in the guide's LatchGateAuthError handler
+    assert.notEqual(second.sessionId, first.sessionId);
+    assert.equal(second.principal, first.principal);
+  } finally {
+    await client.close();
+  }
+});
