@@ -203,6 +203,12 @@ function n(v: unknown): number | undefined {
   return typeof v === "number" && Number.isFinite(v) ? v : undefined;
 }
 
+/** JSON.stringify replacer: JSON has no NaN or ±Infinity, which stringify would silently send as null. */
+function finiteOnly(_key: string, value: unknown): unknown {
+  if (typeof value === "number" && !Number.isFinite(value)) throw new TypeError(`arguments contain ${value}, which JSON cannot carry`);
+  return value;
+}
+
 function seg(id: string): string {
   return encodeURIComponent(id);
 }
@@ -315,7 +321,7 @@ export class LatchGateClient {
    * LatchGateApprovalRequired on a hold (202) and the mapped error otherwise.
    */
   async execute(action: string, args: unknown = {}, options: ExecuteOptions = {}): Promise<ExecuteResult> {
-    const body = Buffer.from(JSON.stringify(args ?? {}), "utf8");
+    const body = Buffer.from(JSON.stringify(args ?? {}, finiteOnly), "utf8");
     let key = options.idempotencyKey;
     if (key === undefined && this.opts.autoIdempotencyKey !== false) key = randomUUID();
     const headers: Record<string, string> = { "Content-Type": "application/json" };

@@ -564,3 +564,11 @@ test("connect() again reuses what the previous connect() asked for (agentId, bud
   assert.deepEqual(body["budgets"], { max_calls: 1 });
   assert.equal(body["ttl_seconds"], 120);
 });
+
+test("execute() refuses NaN and ±Infinity instead of sending them as null", async (t) => {
+  const { gate, client } = await setup(t, { agentId: "a" });
+  for (const bad of [{ amount: NaN }, { amount: Infinity }, [1, -Infinity]]) {
+    await assert.rejects(client.execute("echo", bad), TypeError, `execute(${String(JSON.stringify(bad))})`);
+  }
+  assert.equal(gate.count("POST /v1/actions/echo/execute"), 0, "nothing was sent");
+});
