@@ -137,6 +137,9 @@ func TestErrorMapping(t *testing.T) {
 		{name: "502_egress", answer: scripted{status: 502, body: errBody("egress_denied", map[string]any{"receipt_id": "r-8"})}, want: sdk.ErrActionFailed},
 		{name: "500", answer: scripted{status: 500, body: errBody("internal_error", nil)}, want: sdk.ErrServer},
 		{name: "500_not_json", answer: scripted{status: 500, body: "oops"}, want: sdk.ErrServer},
+		// 4xx outside PROTOCOL §4's denial list are not denials (README: "500, anything else").
+		{name: "408_unlisted", answer: scripted{status: 408, body: "request timeout"}, want: sdk.ErrServer},
+		{name: "431_unlisted", answer: scripted{status: 431, body: "header fields too large"}, want: sdk.ErrServer},
 	}
 	kinds := []error{sdk.ErrDenied, sdk.ErrApprovalRequired, sdk.ErrBudgetExhausted, sdk.ErrAuth, sdk.ErrLeaseExpired,
 		sdk.ErrReplayDetected, sdk.ErrUnavailable, sdk.ErrTransport, sdk.ErrNotConnected, sdk.ErrActionFailed, sdk.ErrServer}

@@ -161,7 +161,9 @@ func errorFromResponse(status int, h http.Header, body []byte, now time.Time) *E
 		e.Kind = ErrUnavailable
 	case status == http.StatusBadGateway:
 		e.Kind = ErrActionFailed
-	case status >= 400 && status < 500:
+	case status == http.StatusBadRequest || status == http.StatusForbidden || status == http.StatusNotFound ||
+		status == http.StatusMethodNotAllowed || status == http.StatusConflict || status == http.StatusRequestEntityTooLarge ||
+		status == http.StatusUnsupportedMediaType || status == http.StatusUnprocessableEntity:
 		e.Kind = ErrDenied
 	default:
 		e.Kind = ErrServer
