@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -348,4 +351,71 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// An argument in a URL path segment must not walk the upstream's path, also
+// through an escaped separator: "../x" renders as "..%2Fx", which servers
+// that decode before they resolve dot segments (nginx, IIS; here the stub
+// normalises r.URL.Path the same way) route as "../x", out of the path the
+// manifest names, with the injected credential.
+func TestPathArgumentCannotWalkUpstreamPath(t *testing.T) {
+	s := newStub(t)
+	r := s.runner(t, map[string]string{"GITHUB_TOKEN": testSecret})
+	a := loadOne(t, goodHTTP)
+	var mu sync.Mutex
+	var routed []string
+	s.setHandler(func(w http.ResponseWriter, req *http.Request) {
+		mu.Lock()
+		routed = append(routed, path.Clean(req.URL.Path))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"ok":true}`))
+	})
+	tests := []struct {
+		name, owner string
+		refused     bool
+	}{
+		{"plain", "octo", false},
+		{"three dots", "...", false},
+		{"dotted name", "a.b", false},
+		{"escaped slash, no dot segment", "a/b", false},
+		{"dot dot", "..", true},
+		{"dot dot slash", "../../admin", true},
+		{"inner dot dot", "a/../../admin", true},
+		{"trailing dot dot", "a/..", true},
+		{"dot slash", "./x", true},
+		{"backslash", `..\..\admin`, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			routed = nil
+			mu.Unlock()
+			args := mustJSON(t, map[string]string{"owner": tc.owner, "repo": "r", "title": "t"})
+			p, err := a.Prepare(json.RawMessage(args), nil)
+			var te *TemplateError
+			if tc.refused {
+				if !errors.As(err, &te) || te.Field != "executor.url" {
+					if err == nil {
+						r.Execute(context.Background(), p, GrantInfo{ID: "g"})
+					}
+					mu.Lock()
+					defer mu.Unlock()
+					t.Fatalf("Prepare(owner %q) = %v, want *TemplateError for executor.url (upstream routed %v with the credential)", tc.owner, err, routed)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Prepare(owner %q) = %v, want success", tc.owner, err)
+			}
+			if res := r.Execute(context.Background(), p, GrantInfo{ID: "g"}); res.Kind != KindSuccess {
+				t.Fatalf("Execute(owner %q) = %s %q, want success", tc.owner, res.Kind, res.Summary)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(routed) != 1 || !strings.HasPrefix(routed[0], "/repos/") || !strings.HasSuffix(routed[0], "/r/issues") {
+				t.Fatalf("upstream routed %v, want one request under /repos/…/r/issues", routed)
+			}
+		})
+	}
 }

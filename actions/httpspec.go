@@ -339,6 +339,9 @@ func (u urlTemplate) render(args any, secret secretFunc, probe bool) (string, er
 
 // checkDotSegments refuses a rendered URL whose path has "." or ".."
 // segments (an argument such as ".." must not walk the upstream's path).
+// Each segment is checked as servers that decode before resolving dot
+// segments (nginx, IIS) see it: decoded once, with '/' and '\' as
+// separators, so "..%2Fadmin" (the argument "../admin") is refused too.
 func checkDotSegments(raw string) error {
 	_, rest, _ := strings.Cut(raw, "://")
 	i := strings.IndexByte(rest, '/')
@@ -347,9 +350,13 @@ func checkDotSegments(raw string) error {
 	}
 	path, _, _ := strings.Cut(rest[i:], "?")
 	for _, seg := range strings.Split(path, "/") {
-		switch strings.ToLower(seg) {
-		case ".", "..", "%2e", "%2e%2e", ".%2e", "%2e.":
-			return errors.New("an argument placed in the URL path makes a '.' or '..' segment")
+		if dec, err := url.PathUnescape(seg); err == nil {
+			seg = dec
+		}
+		for _, part := range strings.FieldsFunc(seg, func(r rune) bool { return r == '/' || r == '\\' }) {
+			if part == "." || part == ".." {
+				return errors.New("an argument placed in the URL path makes a '.' or '..' segment")
+			}
 		}
 	}
 	return nil
