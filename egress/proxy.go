@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -277,17 +278,26 @@ func (p *Proxy) closeTunnels() {
 func (p *Proxy) pipe(client net.Conn, clientSrc io.Reader, up net.Conn) {
 	done := make(chan struct{}, 2)
 	idle := p.cfg.TunnelIdleTimeout
+	// last is when either direction last carried data (UnixNano): a read
+	// that times out while the other direction is busy waits again.
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
 	cp := func(dst net.Conn, src io.Reader, srcConn net.Conn) {
 		defer func() { done <- struct{}{} }()
 		buf := make([]byte, 32<<10)
 		for {
-			_ = srcConn.SetReadDeadline(time.Now().Add(idle))
+			_ = srcConn.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))
 			n, err := src.Read(buf)
 			if n > 0 {
+				last.Store(time.Now().UnixNano())
 				_ = dst.SetWriteDeadline(time.Now().Add(idle))
 				if _, werr := dst.Write(buf[:n]); werr != nil {
 					return
 				}
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, last.Load())) < idle {
+				continue
 			}
 			if err != nil {
 				return

@@ -241,3 +241,83 @@ func TestNewProxyValidates(t *testing.T) {
 		t.Fatal("NewProxy with negative IdleTimeout = nil error, want error")
 	}
 }
+
+// TunnelIdleTimeout closes a tunnel only when neither direction carried
+// traffic for that long: a download the client sends nothing during (an
+// HTTP/1.1 response streamed for longer than the timeout) stays open, and
+// a tunnel silent both ways still closes.
+func TestProxyTunnelIdleTimeout(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				one := make([]byte, 1)
+				if _, err := c.Read(one); err != nil {
+					return
+				}
+				if one[0] == 'q' { // stay silent until the proxy closes
+					_, _ = io.Copy(io.Discard, c)
+					return
+				}
+				// Stream for about four idle periods, one byte per idle/6.
+				for i := 0; i < 24; i++ {
+					if _, err := c.Write([]byte{'x'}); err != nil {
+						return
+					}
+					time.Sleep(idle / 6)
+				}
+			}()
+		}
+	}()
+	upAddr := ln.Addr().String()
+	_, upPort, _ := net.SplitHostPort(upAddr)
+	dial := func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var nd net.Dialer
+		return nd.DialContext(ctx, network, upAddr)
+	}
+	d := newTestDialer(t, Config{Resolver: newFakeResolver(map[string][]string{"public.test": {publicIP}}), DialAddr: dial}, nil, nil)
+	port, _ := strconv.Atoi(upPort)
+	proxyAddr, _ := startProxy(t, ProxyConfig{Allow: mustAllowlist(t, []int{port}, "public.test"), TunnelIdleTimeout: idle}, d)
+
+	t.Run("one-way stream stays open", func(t *testing.T) {
+		resp, conn, br := rawProxyRequest(t, proxyAddr, connectHead("public.test:"+upPort))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("CONNECT = %d, want 200", resp.StatusCode)
+		}
+		if _, err := conn.Write([]byte{'s'}); err != nil { // the request; then the client only reads
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(br)
+		if len(got) != 24 {
+			t.Fatalf("received %d of 24 streamed bytes (%v): the tunnel was closed while the upstream was sending", len(got), err)
+		}
+	})
+	t.Run("silent tunnel closes", func(t *testing.T) {
+		resp, conn, br := rawProxyRequest(t, proxyAddr, connectHead("public.test:"+upPort))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("CONNECT = %d, want 200", resp.StatusCode)
+		}
+		if _, err := conn.Write([]byte{'q'}); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_, err := br.ReadByte()
+		var ne net.Error
+		if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+			t.Fatalf("silent tunnel read = %v, want closed by the proxy", err)
+		}
+		if waited := time.Since(start); waited > 10*idle {
+			t.Fatalf("silent tunnel closed after %s, want about %s", waited, idle)
+		}
+	})
+}
