@@ -279,9 +279,11 @@ func (d *Dialer) dial(ctx context.Context, network, addr string, al *Allowlist) 
 	ev.allowCIDR = strings.Join(lifted, ",")
 
 	var errs []error
-	for _, a := range addrs {
+	for i, a := range addrs {
 		target := netip.AddrPortFrom(a, uint16(port)).String()
-		conn, err := d.cfg.DialAddr(ctx, network, target)
+		actx, acancel := context.WithDeadline(ctx, addrDeadline(ctx, len(addrs)-i))
+		conn, err := d.cfg.DialAddr(actx, network, target)
+		acancel()
 		if err == nil {
 			ev.decision, ev.reason, ev.dialed = DecisionAllow, ReasonAllowed, target
 			return ev, conn, nil
@@ -299,6 +301,20 @@ func (d *Dialer) dial(ctx context.Context, network, addr string, al *Allowlist) 
 	}
 	ev.decision, ev.reason = DecisionError, ReasonDialFailed
 	return ev, nil, fmt.Errorf("egress: dial %s: %w", net.JoinHostPort(h.String(), rawPort), err)
+}
+
+// addrDeadline splits what is left of ctx's deadline evenly over the
+// remaining addresses (at least 2s each while that much is left), as
+// net.Dialer does, so an address that never answers cannot use up the time
+// of the checked addresses after it.
+func addrDeadline(ctx context.Context, remaining int) time.Time {
+	deadline, _ := ctx.Deadline()
+	left := time.Until(deadline)
+	share := left / time.Duration(remaining)
+	if share < 2*time.Second {
+		share = min(left, 2*time.Second)
+	}
+	return time.Now().Add(share)
 }
 
 // Transport returns a new http.Transport for one grant: its own connection

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -236,6 +237,38 @@ func TestDialerFallsBackInOrder(t *testing.T) {
 	}
 	if n := res.lookups("two.test"); n != 1 {
 		t.Fatalf("lookups = %d, want 1", n)
+	}
+}
+
+// An address that never answers (a blackholed IPv6 path) gets its share of
+// DialTimeout, not all of it: the next checked address is still tried.
+func TestDialerFallsBackAfterHangingAddress(t *testing.T) {
+	up := newUpstream(t, false, nil)
+	var mu sync.Mutex
+	var attempts []string
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		attempts = append(attempts, addr)
+		mu.Unlock()
+		if strings.HasPrefix(addr, "[2606:4700::1111]") {
+			<-ctx.Done() // blackholed: no answer until the dial gives up
+			return nil, ctx.Err()
+		}
+		var nd net.Dialer
+		return nd.DialContext(ctx, "tcp", up.Listener.Addr().String())
+	}
+	res := newFakeResolver(map[string][]string{"two.test": {"2606:4700::1111 " + publicIP}})
+	d := newTestDialer(t, Config{Resolver: res, DialAddr: dial, DialTimeout: 4 * time.Second}, nil, nil)
+	al := mustAllowlist(t, []int{80}, "two.test")
+	conn, err := d.DialContext(context.Background(), "tcp", "two.test:80", al)
+	if err != nil {
+		t.Fatalf("DialContext = %v, want success on the second address", err)
+	}
+	conn.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"[2606:4700::1111]:80", publicIP + ":80"}; !slices.Equal(attempts, want) {
+		t.Fatalf("attempts = %v, want %v", attempts, want)
 	}
 }
 
