@@ -3,9 +3,12 @@ package gate_test
 import (
 	"net/http"
 	"testing"
+	"time"
 
+	"github.com/latchgate/latchgate/clock"
 	"github.com/latchgate/latchgate/gate"
 	"github.com/latchgate/latchgate/gate/gatetest"
+	"github.com/latchgate/latchgate/lease"
 )
 
 func ceiling(n int64) *int64 { return &n }
@@ -78,4 +81,42 @@ func TestDuplicateAuthHeadersRefused(t *testing.T) {
 	}
 	// Neither refused proof was consumed.
 	wantStatus(t, a.CallWithProof("POST", echoPath, body, p1, nil), 200, "")
+}
+
+// A renewal in the last second of the session's maximum lifetime, when no
+// lease of at least a second fits before the end, is 401 lease_expired (the
+// agent opens a new session), never 500; a renewal with a second to spare
+// still gets a lease (PROTOCOL §3.2).
+func TestRenewAtSessionEnd(t *testing.T) {
+	tests := []struct {
+		name   string
+		before time.Duration // renew this long before the session's end
+		status int
+		code   string
+	}{
+		{name: "ok/one_second_left", before: 1200 * time.Millisecond, status: 200},
+		{name: "fail/within_the_last_second", before: 400 * time.Millisecond, status: 401, code: "lease_expired"},
+		{name: "fail/at_the_end", before: 0, status: 401, code: "lease_expired"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The session starts 700 ms into a second, as a real clock does.
+			start := time.Now().Truncate(time.Second).Add(700 * time.Millisecond)
+			clk := clock.NewFake(start)
+			life := time.Minute
+			s := gatetest.NewServer(t, gatetest.WithClock(clk),
+				gatetest.WithLease(lease.Config{DefaultTTL: life, MaxTTL: life, SessionLifetime: life}))
+			a := newAgent(t, s, nil)
+			clk.Set(start.Add(life - tt.before))
+			r := a.Call("POST", "/v1/leases/renew", nil)
+			wantStatus(t, r, tt.status, tt.code)
+			if tt.status != 200 {
+				return
+			}
+			exp, err := time.Parse(time.RFC3339, r.JSON()["expires_at"].(string))
+			if err != nil || exp.After(start.Add(life)) || !exp.After(clk.Now().Truncate(time.Second)) {
+				t.Fatalf("renewed expires_at = %v (%v), want after now %v and not after the session end %v", exp, err, clk.Now(), start.Add(life))
+			}
+		})
+	}
 }

@@ -241,8 +241,9 @@ func (a *Authority) Config() Config { return a.cfg }
 
 // Expiry computes a lease's exp for one issued at now: now + requested (or
 // DefaultTTL when requested ≤ 0), clamped to MaxTTL and, when sessionStart is
-// not zero, to sessionStart + SessionLifetime. Past the session's lifetime it
-// returns an error wrapping ErrLeaseExpired (PROTOCOL §3.2).
+// not zero, to sessionStart + SessionLifetime. Past the session's lifetime, or
+// in the same second as its end (no whole-second lease fits), it returns an
+// error wrapping ErrLeaseExpired (PROTOCOL §3.2).
 func (a *Authority) Expiry(now time.Time, requested time.Duration, sessionStart time.Time) (time.Time, error) {
 	ttl := requested
 	if ttl <= 0 {
@@ -252,7 +253,9 @@ func (a *Authority) Expiry(now time.Time, requested time.Duration, sessionStart 
 	exp := now.Add(ttl)
 	if !sessionStart.IsZero() {
 		end := sessionStart.Add(a.cfg.SessionLifetime)
-		if !now.Before(end) {
+		// Leases carry whole seconds: in the last second before end no
+		// lease expiring after its (truncated) iat fits any more.
+		if !now.Truncate(time.Second).Before(end.Truncate(time.Second)) {
 			return time.Time{}, fmt.Errorf("%w: session lifetime ended", ErrLeaseExpired)
 		}
 		if exp.After(end) {

@@ -136,6 +136,8 @@ func TestExpiry(t *testing.T) {
 		{"clamped_to_max", 2 * time.Hour, time.Time{}, t0().Add(time.Hour), false},
 		{"clamped_to_session", time.Hour, t0().Add(-24*time.Hour + time.Minute), t0().Add(time.Minute), false},
 		{"session_over", time.Hour, t0().Add(-24 * time.Hour), time.Time{}, true},
+		{"session_ends_this_second", time.Hour, t0().Add(-24*time.Hour + 800*time.Millisecond), time.Time{}, true},
+		{"session_ends_next_second", time.Hour, t0().Add(-24*time.Hour + 1200*time.Millisecond), t0().Add(time.Second), false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
