@@ -442,7 +442,7 @@ func (r *Redis) RenewSession(ctx context.Context, id string, scopes []string, le
 func (r *Redis) Authenticate(ctx context.Context, req AuthRequest) (*Session, error) {
 	st, err := r.run(ctx, r.scripts.auth,
 		[]string{r.sessionKey(req.SessionID), r.globalEpochKey(), r.replayKey(req.JKT, req.JTI)},
-		req.JKT, ms(req.ReplayExpiresAt), r.principalEpochKey(""))
+		req.JKT, ttlMS(req.ReplayExpiresAt.Sub(req.Now)), r.principalEpochKey(""))
 	if err != nil {
 		return nil, err
 	}

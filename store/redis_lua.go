@@ -61,15 +61,15 @@ local function is_revoked(s, r, ge, pe)
 end
 `
 
-// KEYS: session, global epoch, replay. ARGV: jkt, replay PXAT ms,
-// principal epoch key prefix.
+// KEYS: session, global epoch, replay. ARGV: jkt, replay TTL ms (from
+// the gate's clock: PXAT would read Redis's), principal epoch key prefix.
 const luaAuth = luaSessionHead + `
 local s, r, e = load_session(KEYS[1])
 if e then return {e} end
 if r.jkt ~= ARGV[1] then return {'notfound'} end
 local ge, pe = epochs(KEYS[2], ARGV[3] .. r.principal)
 if is_revoked(s, r, ge, pe) then return {'revoked'} end
-if not redis.call('SET', KEYS[3], '1', 'NX', 'PXAT', ARGV[2]) then return {'replay'} end
+if not redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then return {'replay'} end
 return {'ok', s[1], s[2], s[3] or '0', s[4] or '0'}
 `
 

@@ -324,3 +324,32 @@ func TestRedisReceiptKeys(t *testing.T) {
 		t.Fatalf("ReceiptKeys after tampering = %q, %v; want only the untouched set", got, err)
 	}
 }
+
+// A replay entry lasts until ReplayExpiresAt on the gate's clock, whatever
+// the Redis host's clock says: a gate whose clock is behind Redis's (by more
+// than 2·skew) must still refuse a reused jti, as the embedded store does.
+func TestRedisReplayIndependentOfServerClock(t *testing.T) {
+	url, _, _ := storetest.StartRedis(t)
+	tests := []struct {
+		name   string
+		behind time.Duration // the gate's clock behind the Redis host's
+		window time.Duration // ReplayExpiresAt - Now (≥ 2·skew for a fresh proof)
+	}{
+		{"same_clock", 0, 10 * time.Second},
+		{"gate_15s_behind", 15 * time.Second, 10 * time.Second},
+		{"gate_2m_behind", 2 * time.Minute, 70 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := clock.NewFake(time.Now().Add(-tt.behind))
+			st := newTestRedis(t, url, "t"+uuid.NewString()[:8]+":", clk, 0)
+			s := mustSession(t, st, clk, "alice")
+			req := AuthRequest{SessionID: s.ID, JKT: s.JKT, JTI: "jti-12345678", ReplayExpiresAt: clk.Now().Add(tt.window), Now: clk.Now()}
+			if _, err := st.Authenticate(context.Background(), req); err != nil {
+				t.Fatalf("Authenticate(first use) = %v, want ok", err)
+			}
+			_, err := st.Authenticate(context.Background(), req)
+			wantErr(t, "Authenticate(same jti again)", err, ErrReplay)
+		})
+	}
+}

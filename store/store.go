@@ -113,7 +113,8 @@ type AuthRequest struct {
 	JKT       string // the proof key's thumbprint (must equal the session's)
 	JTI       string // the proof's jti
 	// ReplayExpiresAt is the absolute time the replay entry may be dropped
-	// (iat + max_age + 2·skew).
+	// (iat + max_age + 2·skew), on the gate's clock (the one Now is read
+	// from), never on the store host's.
 	ReplayExpiresAt time.Time
 	Now             time.Time
 }
