@@ -121,6 +121,11 @@ func checkDuplicates(body []byte) error {
 	}
 	var stack []*frame
 	for {
+		// Checked before every token: brackets that only open reach here
+		// through the continues below.
+		if len(stack) > 512 {
+			return errInvalidRequest("The request body is nested too deeply.")
+		}
 		tok, err := dec.Token()
 		if errors.Is(err, io.EOF) {
 			return nil
@@ -156,9 +161,6 @@ func checkDuplicates(body []byte) error {
 		}
 		if len(stack) > 0 && stack[len(stack)-1].object {
 			stack[len(stack)-1].key = true
-		}
-		if len(stack) > 512 {
-			return errInvalidRequest("The request body is nested too deeply.")
 		}
 	}
 }

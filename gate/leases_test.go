@@ -2,6 +2,9 @@ package gate_test
 
 import (
 	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,6 +120,29 @@ func TestRenewAtSessionEnd(t *testing.T) {
 			if err != nil || exp.After(start.Add(life)) || !exp.After(clk.Now().Truncate(time.Second)) {
 				t.Fatalf("renewed expires_at = %v (%v), want after now %v and not after the session end %v", exp, err, clk.Now(), start.Add(life))
 			}
+		})
+	}
+}
+
+// The body nesting cap (512) holds while brackets only open: a body of
+// unclosed "[" is refused as nested too deeply as soon as it passes the
+// cap, without first building one frame per bracket (a 1 MiB body of "["
+// cost ≈ 100 MB of allocations before it was refused).
+func TestLeaseBodyNestingCapped(t *testing.T) {
+	s := gatetest.NewServer(t)
+	jsonCT := http.Header{"Content-Type": {"application/json"}}
+	for _, n := range []int{1000, 1 << 20} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			body := []byte(strings.Repeat("[", n))
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			r := gatetest.Do(t, s.Client(), "POST", "/v1/leases", body, jsonCT)
+			runtime.ReadMemStats(&after)
+			if got := after.TotalAlloc - before.TotalAlloc; got > 32<<20 {
+				t.Errorf("POST /v1/leases with %d unclosed brackets allocated %d MiB, want < 32 MiB", n, got>>20)
+			}
+			wantStatus(t, r, 400, "invalid_request")
 		})
 	}
 }
