@@ -289,7 +289,9 @@ func (g *Gate) handleApprove(w http.ResponseWriter, r *http.Request) error {
 		return errStoreUnavailable(err)
 	case sess.Revoked:
 		return fail("session_revoked", "")
-	case !now.Before(sess.MaxExpiresAt):
+	case !now.Before(sess.LeaseExpiresAt) || !now.Before(sess.MaxExpiresAt):
+		// Live means an unexpired lease: an agent that stopped renewing
+		// it no longer holds the authority the request was made under.
 		return fail("session_expired", "")
 	}
 	in := policyInput(sess, policy.Peer{UID: a.PeerUID, PID: a.PeerPID}, sess.Scopes, sess.LeaseExpiresAt, act, plan, learned, now)

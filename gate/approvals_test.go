@@ -428,3 +428,40 @@ func TestPendingApprovalSurvivesRestart(t *testing.T) {
 		t.Fatalf("approve after restart = %s, want executed", r.Body)
 	}
 }
+
+// An approval runs on its session only while that session is live (an
+// unexpired lease, PROTOCOL §6): the lease is the agent's authority, and an
+// agent that stopped renewing it is gone. Renewing keeps it live.
+func TestApproveNeedsLiveLease(t *testing.T) {
+	clk := clock.NewFake(time.Now())
+	s := gatetest.NewServer(t, gatetest.WithManifestsDir(heldManifests), gatetest.WithClock(clk))
+	for _, c := range []struct {
+		name   string
+		renew  bool
+		want   string
+		reason string
+	}{
+		{"lease_expired", false, "failed", "session_expired"},
+		{"lease_renewed", true, "executed", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a := newAgent(t, s, map[string]any{"agent_id": "lease-" + c.name, "ttl_seconds": 60})
+			id := holdEcho(t, a, map[string]any{"case": c.name})
+			clk.Advance(50 * time.Second)
+			if c.renew {
+				r := a.Call("POST", "/v1/leases/renew", nil)
+				wantStatus(t, r, 200, "")
+				a.Lease = r.JSON()["lease_jwt"].(string)
+			}
+			clk.Advance(30 * time.Second) // the first lease has expired; the approval has not
+			before := receiptCount(s)
+			r := approve(t, s, id)
+			if r.Status != 200 || r.JSON()["decision"] != c.want || c.reason != "" && r.JSON()["reason"] != c.reason {
+				t.Fatalf("approve = %d %s, want %s %s", r.Status, r.Body, c.want, c.reason)
+			}
+			if ran := receiptCount(s) - before; (c.want == "executed") != (ran == 1) {
+				t.Fatalf("approve %s ran %d actions", c.want, ran)
+			}
+		})
+	}
+}
