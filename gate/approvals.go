@@ -202,7 +202,10 @@ func (g *Gate) handleDeny(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return errStoreUnavailable(err)
 	}
-	if a.DecidedBy != by || a.State != store.ApprovalDenied || a.Reason != req.Reason {
+	// The store returns a decided approval unchanged: this call made the
+	// decision only if it carries this call's time (an operator repeating
+	// a deny must not record and announce it twice).
+	if a.State != store.ApprovalDenied || !a.DecidedAt.Equal(now) {
 		writeRawJSON(w, http.StatusOK, alreadyBody(a.State))
 		return nil
 	}

@@ -20,6 +20,8 @@ import (
 	"github.com/latchgate/latchgate/gate"
 	"github.com/latchgate/latchgate/gate/gatetest"
 	"github.com/latchgate/latchgate/policy"
+	"github.com/latchgate/latchgate/receipts"
+	"github.com/latchgate/latchgate/store"
 	"github.com/rs/zerolog"
 )
 
@@ -464,4 +466,103 @@ func TestApproveNeedsLiveLease(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pausedLists is a store whose ListApprovals of expired approvals waits
+// until n callers have listed (armed by the test), so that two expiry
+// sweeps see the same approvals before either decides one.
+type pausedLists struct {
+	store.Store
+	mu sync.Mutex
+	wg *sync.WaitGroup
+}
+
+func (p *pausedLists) ListApprovals(ctx context.Context, st store.ApprovalState, limit int) ([]*store.Approval, error) {
+	l, err := p.Store.ListApprovals(ctx, st, limit)
+	p.mu.Lock()
+	wg := p.wg
+	p.mu.Unlock()
+	if wg != nil && st == store.ApprovalExpired {
+		wg.Done()
+		wg.Wait()
+	}
+	return l, err
+}
+
+// eventCount counts the journal's events of one type.
+func eventCount(t *testing.T, s *gatetest.Server, typ string) int {
+	t.Helper()
+	evs, _, err := s.Events.Since(0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range evs {
+		if e.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+// A decision is recorded and announced once, by whoever made it: a
+// repeated deny (the same operator, the same reason) and a second expiry
+// sweep (another gate on the same Redis) find it already made.
+func TestDecisionsRecordedOnce(t *testing.T) {
+	pl := &pausedLists{}
+	s := gatetest.NewServer(t, gatetest.WithManifestsDir(heldManifests),
+		gatetest.WithConfig(gate.Config{Dev: true, TrustAgentID: true, PendingTTL: time.Second}),
+		gatetest.WithStoreWrapper(func(st store.Store) store.Store { pl.Store = st; return pl }))
+	a := newAgent(t, s, nil)
+	audits := func(decision string) int {
+		recs, err := s.Ledger.QueryAudit(receipts.AuditQuery{Decision: decision, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(recs)
+	}
+
+	t.Run("deny_twice", func(t *testing.T) {
+		id := holdEcho(t, a, map[string]any{"n": 1})
+		var got []any
+		for range 2 {
+			r := admin(t, s, "POST", "/v1/approvals/"+id+"/deny", `{"reason":"no"}`)
+			wantStatus(t, r, 200, "")
+			got = append(got, r.JSON()["decision"])
+		}
+		if got[0] != "denied" || got[1] != "already_denied" {
+			t.Fatalf("deny, deny = %v, want [denied already_denied]", got)
+		}
+		if n, e := audits(receipts.DecisionDenied), eventCount(t, s, "approval.denied"); n != 1 || e != 1 {
+			t.Fatalf("denied: %d audit records, %d events, want 1 and 1", n, e)
+		}
+	})
+
+	t.Run("concurrent_sweeps", func(t *testing.T) {
+		holdEcho(t, a, map[string]any{"n": 2})
+		time.Sleep(1200 * time.Millisecond)
+		var wg sync.WaitGroup
+		wg.Add(2)
+		pl.mu.Lock()
+		pl.wg = &wg
+		pl.mu.Unlock()
+		var moved [2]int
+		var done sync.WaitGroup
+		for i := range 2 {
+			done.Go(func() {
+				n, err := s.Gate.SweepExpired(context.Background())
+				if err != nil {
+					t.Errorf("SweepExpired = %v", err)
+				}
+				moved[i] = n
+			})
+		}
+		done.Wait()
+		if moved[0]+moved[1] != 1 {
+			t.Fatalf("two sweeps moved %v, want 1 in all", moved)
+		}
+		if n, e := audits(receipts.DecisionExpired), eventCount(t, s, "approval.expired"); n != 1 || e != 1 {
+			t.Fatalf("expired: %d audit records, %d events, want 1 and 1", n, e)
+		}
+	})
 }

@@ -71,7 +71,8 @@ func (g *Gate) SweepExpired(ctx context.Context) (int, error) {
 			continue // already stored as expired, or claimed (resolved by its claimant)
 		}
 		sctx, cancel := g.storeCtx(ctx)
-		a, err := g.st.DecideApproval(sctx, v.ID, store.ApprovalExpired, "gate", "expired", g.clk.Now())
+		now := g.clk.Now()
+		a, err := g.st.DecideApproval(sctx, v.ID, store.ApprovalExpired, "gate", "expired", now)
 		cancel()
 		if err != nil {
 			if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
@@ -79,8 +80,8 @@ func (g *Gate) SweepExpired(ctx context.Context) (int, error) {
 			}
 			return n, err
 		}
-		if a.State != store.ApprovalExpired || a.DecidedAt.IsZero() {
-			continue
+		if a.State != store.ApprovalExpired || !a.DecidedAt.Equal(now) {
+			continue // not due, or expired by another sweep (another gate) meanwhile
 		}
 		n++
 		_ = g.audit(ctx, &receipts.AuditRecord{TraceID: a.TraceID, Principal: a.Principal, SessionID: a.SessionID, ActionID: a.ActionID, RequestHash: a.RequestHash, Decision: receipts.DecisionExpired, ApprovalID: a.ID, Reason: "expired"})
