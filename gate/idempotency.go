@@ -2,6 +2,7 @@ package gate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 
@@ -31,7 +32,7 @@ func (g *Gate) beginIdempotent(ctx context.Context, w http.ResponseWriter, c *ca
 		// finished (or crashed and recorded it as interrupted) without
 		// storing it. Answer from the receipt; never run again.
 		if prev.ReceiptID != "" {
-			if rc, err := g.led.GetReceipt(prev.ReceiptID); err == nil {
+			if rc, err := g.receiptByID(ctx, prev.ReceiptID); err == nil {
 				status, body := outcomeOf(rc)
 				g.finishIdempotent(c.session.Principal, key, status, body, nil)
 				writeRawJSON(w, status, body)
@@ -44,6 +45,28 @@ func (g *Gate) beginIdempotent(ctx context.Context, w http.ResponseWriter, c *ca
 	}
 	writeRawJSON(w, prev.Status, prev.Body)
 	return true, nil
+}
+
+// receiptByID returns a receipt from this gate's ledger or, in Redis mode,
+// the copy another gate sharing the store wrote (PROTOCOL §5): a record
+// bound to its receipt may have been left by any gate.
+func (g *Gate) receiptByID(ctx context.Context, id string) (*receipts.Receipt, error) {
+	rc, err := g.led.GetReceipt(id)
+	copies, ok := g.st.(receiptCopies)
+	if !ok || !errors.Is(err, receipts.ErrNotFound) {
+		return rc, err
+	}
+	sctx, cancel := g.storeCtx(ctx)
+	defer cancel()
+	raw, err := copies.GetReceipt(sctx, id)
+	if err != nil {
+		return nil, err
+	}
+	rc = new(receipts.Receipt)
+	if err := json.Unmarshal(raw, rc); err != nil {
+		return nil, err
+	}
+	return rc, nil
 }
 
 // outcomeOf rebuilds the §3.4 answer a receipt stands for.

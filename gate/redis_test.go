@@ -3,6 +3,7 @@ package gate_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"reflect"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/latchgate/latchgate/gate/gatetest"
+	"github.com/latchgate/latchgate/store"
 	"github.com/latchgate/latchgate/store/storetest"
 	"github.com/redis/go-redis/v9"
 )
@@ -280,4 +282,52 @@ func TestReceiptServedByEveryGate(t *testing.T) {
 	wantStatus(t, b.Call("GET", "/v1/receipts/"+id, nil), 404, "receipt_not_found")
 	// Gate A still serves its own from the ledger.
 	wantStatus(t, a.Call("GET", "/v1/receipts/"+id, nil), 200, "")
+}
+
+// finishFails is a store whose FinishIdempotent fails, as when the gate
+// dies (or Redis blips) between the receipt and storing the outcome.
+type finishFails struct{ store.Store }
+
+func (finishFails) FinishIdempotent(context.Context, string, string, int, json.RawMessage, time.Duration) error {
+	return errors.New("injected: outcome not stored")
+}
+
+// TestIdempotentOutcomeFromAnotherGatesReceipt: a key left running with
+// its receipt bound resolves to that receipt on every gate sharing the
+// Redis (PROTOCOL §3.4, §5: receipts are copied to Redis for every gate),
+// never to a 409 that lasts as long as the record.
+func TestIdempotentOutcomeFromAnotherGatesReceipt(t *testing.T) {
+	url, _, _ := storetest.StartRedis(t)
+	keys := t.TempDir()
+	ga := gatetest.NewServer(t, gatetest.WithRedis(url), gatetest.WithKeysDir(keys),
+		gatetest.WithStoreWrapper(func(st store.Store) store.Store { return finishFails{st} }))
+	gb := gatetest.NewServer(t, gatetest.WithRedis(url), gatetest.WithKeysDir(keys))
+	a := newAgent(t, ga, nil)
+	b := on(t, gb, a)
+	idem := http.Header{"Idempotency-Key": {"k-cross-gate"}}
+	first := a.Execute("echo", map[string]any{"x": 1}, idem)
+	wantStatus(t, first, 200, "")
+	id, _ := first.JSON()["receipt_id"].(string)
+	// Copies are made in the background, after the answer.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if gatetest.Do(t, gb.AdminClient(), "GET", "/v1/receipts/"+id, nil, nil).Status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("gate A's receipt never reached gate B")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, c := range []struct {
+		name string
+		ag   *gatetest.Agent
+	}{{"own_gate", a}, {"other_gate", b}} {
+		r := c.ag.Execute("echo", map[string]any{"x": 1}, idem)
+		if r.Status != 200 || r.JSON()["receipt_id"] != id {
+			t.Fatalf("%s: retry = %d %s, want 200 with receipt %s", c.name, r.Status, r.Body, id)
+		}
+	}
+	if n := receiptCount(ga) + receiptCount(gb); n != 1 {
+		t.Fatalf("receipts = %d, want 1 (nothing ran again)", n)
+	}
 }

@@ -201,11 +201,14 @@ func NewServer(tb testing.TB, opts ...Option) *Server {
 			tb.Fatalf("gatetest: store: %v", err)
 		}
 	}
+	// A wrapped Redis store still copies receipts, as the gate it stands
+	// for would.
+	rs, _ := st.(*store.Redis)
 	if o.WrapStore != nil {
 		st = o.WrapStore(st)
 	}
 	ldeps := receipts.Deps{Clock: o.Clock, Logger: log, Syncer: st, FS: o.LedgerFS}
-	if rs, ok := st.(*store.Redis); ok {
+	if rs != nil {
 		ldeps.OnReceipt = rs.CopyReceipt
 	}
 	led, err := receipts.Open(receipts.Config{Dir: filepath.Join(o.StateDir, "ledger"), GateID: o.Config.GateID}, ldeps)
