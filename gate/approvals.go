@@ -381,8 +381,13 @@ func (g *Gate) releaseClaimAsFailed(a *store.Approval, by string) {
 
 // resolveStaleClaim settles an approval whose earlier claimant died: the
 // receipt carrying its id decides; without one it failed as interrupted.
+// A ledger that cannot answer settles nothing (503): the claim lapses at
+// its deadline and the next approve tries again.
 func (g *Gate) resolveStaleClaim(w http.ResponseWriter, ctx context.Context, a *store.Approval, by string) error {
 	rc, err := g.led.FindByApproval(a.ID)
+	if err != nil && !errors.Is(err, receipts.ErrNotFound) {
+		return errLedgerUnavailable(err)
+	}
 	switch {
 	case err == nil && rc.NormalizedResult.Kind == receipts.KindSuccess:
 		g.finishApproval(a, store.ApprovalApproved, by, "recovered", rc.ReceiptID, rc.Output)

@@ -41,6 +41,8 @@ type faultFS struct {
 	mu    sync.Mutex // guards armed
 	armed []string
 	fails atomic.Int32
+	// readsFail makes every ReadAt fail with EIO, as on a failing disk.
+	readsFail atomic.Bool
 }
 
 func (f *faultFS) arm(prefixes ...string) {
@@ -71,6 +73,13 @@ func (f *faultFS) OpenFile(name string, flag int, perm os.FileMode) (receipts.Fi
 type faultFile struct {
 	receipts.File
 	fs *faultFS
+}
+
+func (f *faultFile) ReadAt(p []byte, off int64) (int, error) {
+	if f.fs.readsFail.Load() {
+		return 0, &os.PathError{Op: "read", Path: "ledger", Err: syscall.EIO}
+	}
+	return f.File.ReadAt(p, off)
 }
 
 func (f *faultFile) Write(p []byte) (int, error) {

@@ -90,3 +90,53 @@ func TestStaleClaimResolvesFromLedger(t *testing.T) {
 		t.Fatalf("resolving a stale claim ran the action again: receipts %d → %d", before, after)
 	}
 }
+
+// A stale claim is settled from the ledger only when the ledger answers:
+// a receipt that cannot be read now is not proof that none exists, so the
+// approval is not failed as interrupted (503, and it stays unresolved
+// until the ledger reads again).
+func TestStaleClaimWaitsForAReadableLedger(t *testing.T) {
+	clk := clock.NewFake(time.Now())
+	fs := &faultFS{}
+	s := gatetest.NewServer(t, gatetest.WithClock(clk), gatetest.WithManifestsDir(heldManifests), gatetest.WithLedgerFS(fs))
+	a := newAgent(t, s, nil)
+	ctx := context.Background()
+	r := a.Execute("echo_held", map[string]any{"n": 1}, nil)
+	wantStatus(t, r, 202, "")
+	id := r.JSON()["approval_id"].(string)
+	if _, err := s.Store.ClaimApproval(ctx, id, store.Claim{GateID: "dead-gate", By: "uid:0", Deadline: clk.Now().Add(time.Minute)}, clk.Now()); err != nil {
+		t.Fatalf("claim: %v", err)
+	}
+	// The dead gate wrote its receipt before dying.
+	now := receipts.FormatTime(clk.Now())
+	rc, err := s.Ledger.Append(ctx, &receipts.Receipt{
+		ReceiptID: "01900000-0000-7000-8000-000000000002", TraceID: "t", GrantID: "g", ActionID: "echo_held",
+		ActionVersion: "1.0.0", ActionDigest: "sha256:00", Principal: "agent:tester", SessionID: a.Sess,
+		RequestHash: "sha256:00", Output: json.RawMessage(`{"n":1}`),
+		NormalizedResult:    receipts.NormalizedResult{Kind: receipts.KindSuccess, Summary: "ok"},
+		VerificationOutcome: receipts.VerificationOutcome{Status: receipts.VerificationUnverifiable},
+		Egress:              receipts.Egress{Hosts: []string{}},
+		Approval:            &receipts.Approval{Kind: receipts.ApprovalOperator, ApprovalID: id, ApprovedBy: "uid:0", ApprovedAt: now},
+		PolicyVersion:       "p", StartedAt: now, FinishedAt: now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := http.Header{"Content-Type": {"application/json"}}
+	clk.Advance(2 * time.Minute)
+	fs.readsFail.Store(true)
+	r = gatetest.Do(t, s.AdminClient(), "POST", "/v1/approvals/"+id+"/approve", []byte(`{}`), ct)
+	fs.readsFail.Store(false)
+	wantStatus(t, r, 503, "ledger_unavailable")
+	if v := admin(t, s, "GET", "/v1/approvals/"+id, "").JSON(); v["state"] != "pending" {
+		t.Fatalf("approval after an unreadable ledger = %v, want still pending", v)
+	}
+	clk.Advance(2 * time.Minute) // the resolving claim's deadline passed too
+	r = gatetest.Do(t, s.AdminClient(), "POST", "/v1/approvals/"+id+"/approve", []byte(`{}`), ct)
+	if r.Status != 200 || r.JSON()["decision"] != "already_approved" {
+		t.Fatalf("approve once the ledger reads = %d %s, want already_approved", r.Status, r.Body)
+	}
+	if p := a.Call("GET", "/v1/approvals/"+id+"/poll", nil).JSON(); p["status"] != "approved" || p["receipt_id"] != rc.ReceiptID {
+		t.Fatalf("poll = %v, want approved with receipt %s", p, rc.ReceiptID)
+	}
+}
