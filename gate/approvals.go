@@ -227,6 +227,9 @@ func (g *Gate) handleApprove(w http.ResponseWriter, r *http.Request) error {
 	if err := g.readJSON(w, r, &req); err != nil {
 		return err
 	}
+	if len(req.Note) > 1024 {
+		return errInvalidRequest("note must be at most 1024 characters.")
+	}
 	id := r.PathValue("id")
 	if !uuidRE.MatchString(id) {
 		return approvalNotFound()

@@ -566,3 +566,28 @@ func TestDecisionsRecordedOnce(t *testing.T) {
 		}
 	})
 }
+
+// An operator's approve note is bounded like a deny reason: it is kept in
+// the approval, the signed audit record, the event journal and every
+// webhook delivery.
+func TestApproveNoteBounded(t *testing.T) {
+	s := gatetest.NewServer(t, gatetest.WithManifestsDir(heldManifests))
+	a := newAgent(t, s, nil)
+	id := holdEcho(t, a, map[string]any{"n": 1})
+	before := receiptCount(s)
+	long := strings.Repeat("n", 1025)
+	for _, c := range []struct{ path, body string }{
+		{"/approve", `{"note":"` + long + `"}`},
+		{"/deny", `{"reason":"` + long + `"}`},
+	} {
+		r := admin(t, s, "POST", "/v1/approvals/"+id+c.path, c.body)
+		wantStatus(t, r, 400, "invalid_request")
+	}
+	if v := admin(t, s, "GET", "/v1/approvals/"+id, "").JSON(); v["state"] != "pending" || receiptCount(s) != before {
+		t.Fatalf("after refused approve/deny: approval %v, receipts %d → %d; want pending, nothing run", v["state"], before, receiptCount(s))
+	}
+	r := admin(t, s, "POST", "/v1/approvals/"+id+"/approve", `{"note":"`+long[:1024]+`"}`)
+	if r.Status != 200 || r.JSON()["decision"] != "executed" {
+		t.Fatalf("approve with a 1024-byte note = %d %s, want executed", r.Status, r.Body)
+	}
+}
