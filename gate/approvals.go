@@ -18,9 +18,10 @@ func approvalNotFound() error {
 	return newError(http.StatusNotFound, CodeApprovalNotFound, "No approval with that id.", nil)
 }
 
-// effectiveState reports a pending approval past its expiry as expired.
+// effectiveState reports a pending, unclaimed approval past its expiry as
+// expired; a claimed one may be running and stays pending.
 func effectiveState(a *store.Approval, now time.Time) store.ApprovalState {
-	if a.State == store.ApprovalPending && !now.Before(a.ExpiresAt) {
+	if a.State == store.ApprovalPending && a.Claim == nil && !now.Before(a.ExpiresAt) {
 		return store.ApprovalExpired
 	}
 	return a.State

@@ -591,3 +591,40 @@ func TestApproveNoteBounded(t *testing.T) {
 		t.Fatalf("approve with a 1024-byte note = %d %s, want executed", r.Status, r.Body)
 	}
 }
+
+// An approval being executed when its expiry passes is not reported as
+// expired: its claimant may have dispatched it (the store never expires a
+// claimed approval by time), and an agent told "expired" stops waiting
+// for an action that then runs.
+func TestClaimedApprovalNotReportedExpired(t *testing.T) {
+	clk := clock.NewFake(time.Now())
+	s := gatetest.NewServer(t, gatetest.WithManifestsDir(heldManifests), gatetest.WithClock(clk),
+		gatetest.WithConfig(gate.Config{Dev: true, TrustAgentID: true, PendingTTL: 2 * time.Minute}))
+	a := newAgent(t, s, nil)
+	id := holdEcho(t, a, map[string]any{"n": 1})
+	ctx := context.Background()
+	// An operator's approve (here, or on another gate) claims it just
+	// before it expires and is still running the action after.
+	clk.Advance(110 * time.Second)
+	c, err := s.Store.ClaimApproval(ctx, id, store.Claim{GateID: "other-gate", By: "uid:0", Deadline: clk.Now().Add(time.Minute)}, clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(20 * time.Second)
+	if p := poll(t, a, id); p["status"] != "pending" {
+		t.Fatalf("poll while claimed past expiry = %v, want pending", p)
+	}
+	if v := admin(t, s, "GET", "/v1/approvals/"+id, "").JSON(); v["state"] != "pending" {
+		t.Fatalf("review while claimed past expiry = %v, want pending", v["state"])
+	}
+	if n, _ := s.Gate.SweepExpired(ctx); n != 0 {
+		t.Fatalf("SweepExpired moved %d claimed approvals, want 0", n)
+	}
+	if _, err := s.Store.FinishApproval(ctx, store.ApprovalFinish{ID: id, Token: c.Claim.Token, State: store.ApprovalApproved,
+		DecidedBy: "uid:0", DecidedAt: clk.Now(), ReceiptID: "r1", Output: json.RawMessage(`{"n":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if p := poll(t, a, id); p["status"] != "approved" {
+		t.Fatalf("poll after the run = %v, want approved", p)
+	}
+}

@@ -126,11 +126,12 @@ func sessionRevoked(s *Session, principalEpoch, globalEpoch int64) bool {
 	return s.Revoked || s.PrincipalEpoch < principalEpoch || s.GlobalEpoch < globalEpoch
 }
 
-// approvalView returns a as callers see it at now: a pending approval past
-// its expiry is reported as expired.
+// approvalView returns a as callers see it at now: a pending, unclaimed
+// approval past its expiry is reported as expired. A claimed one stays
+// pending: its claimant may have dispatched it (see claimNext).
 func approvalView(a *Approval, now time.Time) *Approval {
 	c := cloneApproval(a)
-	if c.State == ApprovalPending && !now.Before(c.ExpiresAt) {
+	if c.State == ApprovalPending && c.Claim == nil && !now.Before(c.ExpiresAt) {
 		c.State = ApprovalExpired
 	}
 	return c

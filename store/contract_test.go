@@ -507,6 +507,28 @@ func runContract(t *testing.T, open opener) {
 		}
 	})
 
+	t.Run("claimed_approval_not_expired_by_time", func(t *testing.T) {
+		st, clk := fresh(t)
+		a := newApproval(clk, "s1", "h1")
+		if _, _, err := st.CreateApproval(ctx, a, 0); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(time.Hour - time.Minute)
+		if _, err := st.ClaimApproval(ctx, a.ID, Claim{GateID: "g", Deadline: clk.Now().Add(5 * time.Minute)}, clk.Now()); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(2 * time.Minute) // past the expiry, within the claim's deadline
+		if got, err := st.GetApproval(ctx, a.ID); err != nil || got.State != ApprovalPending {
+			t.Fatalf("GetApproval(claimed past expiry) = %+v, %v, want pending", got, err)
+		}
+		if l, _ := st.ListApprovals(ctx, ApprovalExpired, 0); len(l) != 0 {
+			t.Fatalf("ListApprovals(expired) = %d, want 0 (its claimant may have dispatched)", len(l))
+		}
+		if l, _ := st.ListApprovals(ctx, ApprovalPending, 0); len(l) != 1 {
+			t.Fatalf("ListApprovals(pending) = %d, want 1", len(l))
+		}
+	})
+
 	t.Run("standing_approvals", func(t *testing.T) {
 		st, clk := fresh(t)
 		now := clk.Now()
