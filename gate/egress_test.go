@@ -245,3 +245,66 @@ func TestUnresolvedTargets(t *testing.T) {
 		})
 	}
 }
+
+// TestStandingApprovalCoversUnresolvedHost: the default policy holds a
+// request with an unresolved domain unless a standing approval applies
+// (ARCHITECTURE, policy contract). When one does, the grant may reach that
+// host, as after an operator's approve, and nothing is learned. Before,
+// the policy allowed the request and the dialler refused the host: a
+// standing-approval use and the budget spent on a certain egress_denied.
+func TestStandingApprovalCoversUnresolvedHost(t *testing.T) {
+	const host = "unlisted.example.net"
+	pool, cert := actionstest.TLSCert(t, host)
+	var hits sync.Map
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Store(r.Host+r.URL.Path, true)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"ok":true}`))
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	dir := t.TempDir()
+	m := fmt.Sprintf(`action_id: fetch_any
+version: 1.0.0
+risk_level: low
+input_schema: {type: object, properties: {url: {type: string}}, required: [url]}
+executor:
+  kind: http
+  method: GET
+  url: "{{url}}"
+egress:
+  profile: proxy_allowlist
+  allowed_domains: [api.example.com]
+  allowed_ports: [%d]
+`, port)
+	if err := os.WriteFile(filepath.Join(dir, "fetch_any.yaml"), []byte(m), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := gatetest.NewServer(t, gatetest.WithManifestsDir(dir),
+		gatetest.WithEgress([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, pool, mapResolver{}))
+	a := newAgent(t, s, map[string]any{"agent_id": "std"})
+	target := fmt.Sprintf("https://%s:%d/page", host, port)
+	fetch := func() *gatetest.Response { return a.Execute("fetch_any", map[string]any{"url": target}, nil) }
+
+	// Without a standing approval the unresolved host is held for a human.
+	wantStatus(t, fetch(), 202, "")
+	r := admin(t, s, "POST", "/v1/standing-approvals", `{"principal":"agent:std","action_id":"fetch_any","uses":1}`)
+	if r.Status != 201 {
+		t.Fatalf("create standing approval = %d %s", r.Status, r.Body)
+	}
+	r = fetch()
+	wantStatus(t, r, 200, "")
+	if appr, _ := r.JSON()["approval"].(map[string]any); appr["kind"] != "standing" {
+		t.Errorf("approval = %v, want kind standing", r.JSON()["approval"])
+	}
+	if _, ok := hits.Load(fmt.Sprintf("%s:%d/page", host, port)); !ok {
+		t.Errorf("the upstream never saw the request")
+	}
+	// The use is spent and nothing was learned: the next call is held.
+	wantStatus(t, fetch(), 202, "")
+	if list := admin(t, s, "GET", "/v1/learned-domains", "").JSON()["learned_domains"].([]any); len(list) != 0 {
+		t.Errorf("learned domains = %v, want none", list)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/latchgate/latchgate/actions"
@@ -260,6 +261,12 @@ func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action,
 			return 0, nil, errStoreUnavailable(err)
 		}
 		appr = &receipts.Approval{Kind: receipts.ApprovalStanding, ApprovalID: used.ID, ApprovedBy: used.CreatedBy, ApprovedAt: receipts.FormatTime(now)}
+		// The policy allowed this request, unresolved hosts included,
+		// because the standing approval applies: this one grant may reach
+		// them, as after an operator's approve. Nothing is learned.
+		if len(plan.Unresolved) > 0 {
+			learned = append(slices.Clip(learned), plan.Unresolved...)
+		}
 	}
 	g.mets.decisions.WithLabelValues("allow").Inc()
 	// The allow record is written in the intent's group commit (one fsync
