@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -101,10 +102,14 @@ type Redis struct {
 	sessions verifiedSessions
 	copies   *receiptCopier
 	batcher  *scriptBatcher
+	// evicting is the last CheckEviction's finding that the server may
+	// evict keys (nil: not found so): scripts refuse while it is set.
+	evicting atomic.Pointer[error]
 }
 
 // NewRedis returns a Redis store. It does not connect: a gate starts while
-// Redis is down and Ping reports when it answers.
+// Redis is down and Ping reports when it answers. Ping also checks that
+// the server does not evict keys (CheckEviction).
 func NewRedis(cfg RedisConfig, deps Deps) (*Redis, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -176,6 +181,9 @@ func unavailable(err error) error {
 
 // run runs a script and returns its reply as strings.
 func (r *Redis) run(ctx context.Context, s *redis.Script, keys []string, args ...any) ([]string, error) {
+	if err := r.evicting.Load(); err != nil {
+		return nil, *err
+	}
 	ctx, cancel := r.ctx(ctx)
 	defer cancel()
 	v, err := r.batcher.run(ctx, s, keys, args)
@@ -205,6 +213,9 @@ func replyStrings(v any) ([]string, error) {
 }
 
 func (r *Redis) runInt(ctx context.Context, s *redis.Script, keys []string, args ...any) (int64, error) {
+	if err := r.evicting.Load(); err != nil {
+		return 0, *err
+	}
 	ctx, cancel := r.ctx(ctx)
 	defer cancel()
 	v, err := r.batcher.run(ctx, s, keys, args)
@@ -257,7 +268,56 @@ func (r *Redis) Ping(ctx context.Context) error {
 	if err := r.client.Ping(ctx).Err(); err != nil {
 		return unavailable(err)
 	}
-	return nil
+	return r.CheckEviction(ctx)
+}
+
+// ErrEvicting: the Redis server may evict keys under memory pressure
+// (its maxmemory-policy is not noeviction). Every key the store keeps is
+// part of a security decision: an evicted replay entry lets a proof be
+// replayed, an evicted revocation epoch un-revokes leases, an evicted
+// budget bucket or grant marker gives back what was spent. The gate
+// refuses to start on such a server.
+var ErrEvicting = errors.New("store: redis may evict keys")
+
+// CheckEviction reads the server's eviction policy (INFO memory) and
+// returns an ErrEvicting error naming it when it is not noeviction; until
+// a later check finds noeviction, every script refuses with that error
+// (the gate answers 503 store_unavailable and runs nothing). The gate
+// checks at start (and refuses to start) and on every readiness probe
+// (Ping), so a policy changed at runtime is caught too. A server that
+// cannot be asked (down, or INFO refused by its ACL) returns
+// ErrUnavailable and leaves the last finding as it was.
+func (r *Redis) CheckEviction(ctx context.Context) error {
+	ctx, cancel := r.ctx(ctx)
+	defer cancel()
+	info, err := r.client.Info(ctx, "memory").Result()
+	if err != nil {
+		return unavailable(err)
+	}
+	policy, maxmem := "", ""
+	for line := range strings.Lines(info) {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+		switch k {
+		case "maxmemory_policy":
+			policy = v
+		case "maxmemory":
+			maxmem = v
+		}
+	}
+	switch policy {
+	case "noeviction":
+		if r.evicting.Swap(nil) != nil {
+			r.log.Warn().Msg("store: redis maxmemory-policy is noeviction again; scripts run again")
+		}
+		return nil
+	case "":
+		return unavailable(errors.New("INFO memory has no maxmemory_policy"))
+	}
+	err = fmt.Errorf("%w: %w: maxmemory-policy is %s (maxmemory %s bytes); set maxmemory-policy noeviction on the server", ErrUnavailable, ErrEvicting, policy, maxmem)
+	if r.evicting.Swap(&err) == nil {
+		r.log.Error().Err(err).Msg("store: redis may evict keys (replay entries, revocations, budgets); refusing every script until it does not")
+	}
+	return err
 }
 
 // sessionRec is the MAC'd part of a session: counters and the revoked flag

@@ -353,3 +353,68 @@ func TestRedisReplayIndependentOfServerClock(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisCheckEviction: a server that may evict keys is named as such
+// (ErrEvicting, with its policy) by CheckEviction and Ping, and while it
+// is, every script refuses (fail closed: an evicted replay entry would
+// let a proof be replayed); a noeviction server passes and scripts run
+// again; a server that cannot be reached is ErrUnavailable, not
+// ErrEvicting.
+func TestRedisCheckEviction(t *testing.T) {
+	ctx := context.Background()
+	url, stop, _ := storetest.StartRedis(t)
+	clk := clock.NewFake(testStart())
+	r := newTestRedis(t, url, "", clk, time.Second)
+	raw := rawClient(t, url)
+	s := mustSession(t, r, clk, "alice")
+	for _, tt := range []struct {
+		policy, maxmemory string
+		want              error
+	}{
+		{"noeviction", "0", nil},
+		{"noeviction", "100mb", nil},
+		{"volatile-lru", "100mb", ErrEvicting}, // managed Redis defaults: replay entries and sessions have TTLs
+		{"allkeys-lru", "100mb", ErrEvicting},
+		{"allkeys-random", "0", ErrEvicting}, // a limit set later would start evicting
+	} {
+		t.Run(tt.policy+"/"+tt.maxmemory, func(t *testing.T) {
+			if err := raw.ConfigSet(ctx, "maxmemory-policy", tt.policy).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := raw.ConfigSet(ctx, "maxmemory", tt.maxmemory).Err(); err != nil {
+				t.Fatal(err)
+			}
+			err := r.CheckEviction(ctx)
+			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Fatalf("CheckEviction = %v, want %v", err, tt.want)
+			}
+			if err != nil && !strings.Contains(err.Error(), tt.policy) {
+				t.Errorf("CheckEviction = %q, want the policy %q named", err, tt.policy)
+			}
+			if perr := r.Ping(ctx); !errors.Is(perr, tt.want) || (tt.want == nil) != (perr == nil) {
+				t.Errorf("Ping = %v, want %v", perr, tt.want)
+			}
+			aerr := auth(r, clk, s, s.JKT, "jti-"+tt.policy+"-"+tt.maxmemory)
+			if tt.want == nil && aerr != nil {
+				t.Errorf("Authenticate on a noeviction server = %v, want nil", aerr)
+			}
+			if tt.want != nil && (!errors.Is(aerr, ErrUnavailable) || !errors.Is(aerr, ErrEvicting)) {
+				t.Errorf("Authenticate on an evicting server = %v, want ErrUnavailable (ErrEvicting)", aerr)
+			}
+		})
+	}
+	// Back to noeviction: the last case above left the store refusing.
+	if err := raw.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Ping(ctx); err != nil {
+		t.Fatalf("Ping after noeviction = %v", err)
+	}
+	if err := auth(r, clk, s, s.JKT, "jti-after"); err != nil {
+		t.Fatalf("Authenticate after noeviction = %v", err)
+	}
+	stop()
+	if err := r.CheckEviction(ctx); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrEvicting) {
+		t.Fatalf("CheckEviction(server down) = %v, want ErrUnavailable", err)
+	}
+}

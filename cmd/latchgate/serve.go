@@ -266,10 +266,21 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 		if err != nil {
 			return nil, err
 		}
-		st, err = store.NewRedis(store.RedisConfig{URL: cfg.RedisURL, Prefix: cfg.Store.Prefix, Timeout: cfg.Store.Timeout, ReceiptTTL: cfg.Store.ReceiptTTL, MACKey: mac}, sdeps)
+		rs, err := store.NewRedis(store.RedisConfig{URL: cfg.RedisURL, Prefix: cfg.Store.Prefix, Timeout: cfg.Store.Timeout, ReceiptTTL: cfg.Store.ReceiptTTL, MACKey: mac}, sdeps)
 		if err != nil {
 			return nil, err
 		}
+		// A Redis that may evict keys could drop replay entries,
+		// revocations and budgets: refuse to start on one. A Redis that
+		// is down is checked again by every readiness probe.
+		switch err := rs.CheckEviction(context.Background()); {
+		case errors.Is(err, store.ErrEvicting):
+			_ = rs.Close()
+			return nil, err
+		case err != nil:
+			log.Warn().Err(err).Msg("redis eviction policy not checked yet (the readiness probe checks it)")
+		}
+		st = rs
 	} else {
 		st, err = store.OpenEmbedded(store.EmbeddedConfig{Dir: filepath.Join(cfg.StateDir, "store")}, sdeps)
 		if err != nil {

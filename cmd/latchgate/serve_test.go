@@ -27,6 +27,7 @@ import (
 
 	"github.com/latchgate/latchgate/sdk"
 	"github.com/latchgate/latchgate/store/storetest"
+	"github.com/redis/go-redis/v9"
 )
 
 var binPath string
@@ -384,6 +385,31 @@ func TestStartsBeforeRedis(t *testing.T) {
 	c := agent(t, p, "late")
 	if _, err := c.Execute(context.Background(), "echo", map[string]any{}); err != nil {
 		t.Fatalf("execute once Redis is up: %v", err)
+	}
+}
+
+// A Redis that may evict keys (here volatile-lru, a managed-Redis default)
+// could drop replay entries, revocations and budgets: the gate refuses to
+// start on it and says what to change.
+func TestRefusesEvictingRedis(t *testing.T) {
+	url, _, _ := storetest.StartRedis(t)
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(opt)
+	defer rc.Close()
+	if err := rc.ConfigSet(context.Background(), "maxmemory-policy", "volatile-lru").Err(); err != nil {
+		t.Fatal(err)
+	}
+	p := startGate(t, t.TempDir(), "--redis-url", url)
+	select {
+	case err := <-p.done:
+		if err == nil || !strings.Contains(p.logs(), "maxmemory-policy is volatile-lru") || !strings.Contains(p.logs(), "noeviction") {
+			t.Fatalf("serve on an evicting Redis exited with %v, want an error naming the policy and noeviction\n%s", err, p.logs())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("serve started on an evicting Redis\n%s", p.logs())
 	}
 }
 
