@@ -188,8 +188,14 @@ type Embedded struct {
 	buckets         map[string]expiring
 	idem            map[string]idemEntry
 	approvals       map[string]*Approval
-	standing        map[string]*Standing
-	learned         map[string]*LearnedDomain
+	// pending holds the approvals whose stored state is pending, by
+	// session id then approval id. A hold, the expiry sweep and the
+	// pending list read these only, not the 7 days of decided approvals
+	// kept beside them: with 100k kept, a scan of them all under mu cost
+	// every hold 8 ms and the sweep 50 ms (BenchmarkEmbedded*Approval*).
+	pending  map[string]map[string]*Approval
+	standing map[string]*Standing
+	learned  map[string]*LearnedDomain
 }
 
 // OpenEmbedded opens (or creates) the store in cfg.Dir, replays and compacts
@@ -233,6 +239,7 @@ func OpenEmbedded(cfg EmbeddedConfig, deps Deps) (*Embedded, error) {
 		buckets:         map[string]expiring{},
 		idem:            map[string]idemEntry{},
 		approvals:       map[string]*Approval{},
+		pending:         map[string]map[string]*Approval{},
 		standing:        map[string]*Standing{},
 		learned:         map[string]*LearnedDomain{},
 	}
@@ -374,7 +381,18 @@ func (e *Embedded) apply(o *jop) {
 	case opIdemDel:
 		delete(e.idem, o.K)
 	case opApproval:
+		if old := e.approvals[o.A.ID]; old != nil {
+			e.unindexPending(old)
+		}
 		e.approvals[o.A.ID] = o.A
+		if o.A.State == ApprovalPending {
+			ids := e.pending[o.A.SessionID]
+			if ids == nil {
+				ids = map[string]*Approval{}
+				e.pending[o.A.SessionID] = ids
+			}
+			ids[o.A.ID] = o.A
+		}
 	case opStanding:
 		e.standing[o.P.ID] = o.P
 	case opStandDel:
@@ -868,8 +886,8 @@ func (e *Embedded) CreateApproval(ctx context.Context, a *Approval, maxPending i
 		return nil, false, fmt.Errorf("%w: approval id exists", ErrConflict)
 	}
 	pending := 0
-	for _, p := range e.approvals {
-		if p.SessionID != a.SessionID || p.State != ApprovalPending || !now.Before(p.ExpiresAt) {
+	for _, p := range e.pending[a.SessionID] {
+		if !now.Before(p.ExpiresAt) {
 			continue
 		}
 		if p.ActionID == a.ActionID && p.RequestHash == a.RequestHash {
@@ -905,6 +923,15 @@ func (e *Embedded) GetApproval(ctx context.Context, id string) (*Approval, error
 	return approvalView(a, e.clock.Now()), nil
 }
 
+// unindexPending removes a from the pending index. e.mu must be held.
+func (e *Embedded) unindexPending(a *Approval) {
+	ids := e.pending[a.SessionID]
+	delete(ids, a.ID)
+	if ids != nil && len(ids) == 0 {
+		delete(e.pending, a.SessionID)
+	}
+}
+
 // ListApprovals implements Store (limit ≤ 0 means no limit).
 func (e *Embedded) ListApprovals(ctx context.Context, state ApprovalState, limit int) ([]*Approval, error) {
 	if err := e.begin(ctx); err != nil {
@@ -912,10 +939,21 @@ func (e *Embedded) ListApprovals(ctx context.Context, state ApprovalState, limit
 	}
 	now := e.clock.Now()
 	var out []*Approval
-	for _, a := range e.approvals {
-		v := approvalView(a, now)
-		if state == "" || v.State == state {
+	add := func(a *Approval) {
+		if v := approvalView(a, now); state == "" || v.State == state {
 			out = append(out, v)
+		}
+	}
+	if state == ApprovalPending || state == ApprovalExpired {
+		// Only a stored pending approval reads as either.
+		for _, ids := range e.pending {
+			for _, a := range ids {
+				add(a)
+			}
+		}
+	} else {
+		for _, a := range e.approvals {
+			add(a)
 		}
 	}
 	e.mu.Unlock()
@@ -1244,6 +1282,7 @@ func (e *Embedded) sweepLocked(now time.Time) {
 	for id, a := range e.approvals {
 		if a.ExpiresAt.Add(approvalRetention).Before(now) && (a.State != ApprovalPending || a.Claim == nil) {
 			delete(e.approvals, id)
+			e.unindexPending(a)
 		}
 	}
 	for id, p := range e.standing {

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
 	"github.com/latchgate/latchgate/clock"
@@ -283,4 +285,93 @@ func journalBytes(t *testing.T, dir string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestEmbeddedPendingIndex: the pending index (holds and the expiry sweep
+// read only it) always equals the stored approvals in state pending,
+// through creates, claims, decisions, finishes, the retention sweep and a
+// reopen from the journal. A decided approval no longer counts toward a
+// session's pending cap, and a pending one does.
+func TestEmbeddedPendingIndex(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	clk := clock.NewFake(testStart())
+	e := openEmbedded(t, dir, clk)
+	check := func(step string) {
+		t.Helper()
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		want, got := 0, 0
+		for id, a := range e.approvals {
+			if a.State == ApprovalPending {
+				want++
+				if e.pending[a.SessionID][id] != a {
+					t.Errorf("%s: pending approval %s (session %s) missing from the index", step, id, a.SessionID)
+				}
+			}
+		}
+		for sid, ids := range e.pending {
+			if len(ids) == 0 {
+				t.Errorf("%s: empty index entry for session %s", step, sid)
+			}
+			got += len(ids)
+		}
+		if got != want {
+			t.Errorf("%s: index holds %d approvals, %d are pending", step, got, want)
+		}
+	}
+	hold := func(session, hash string) (*Approval, error) {
+		a, _, err := e.CreateApproval(ctx, &Approval{ID: uuid.NewString(), SessionID: session, Principal: "p",
+			ActionID: "a", RequestHash: hash, CreatedAt: clk.Now(), ExpiresAt: clk.Now().Add(15 * time.Minute)}, 2)
+		return a, err
+	}
+	mustHold := func(session, hash string) *Approval {
+		t.Helper()
+		a, err := hold(session, hash)
+		if err != nil {
+			t.Fatalf("hold(%s, %s) = %v", session, hash, err)
+		}
+		return a
+	}
+	a1, a2 := mustHold("s1", "h1"), mustHold("s1", "h2")
+	b1, b2 := mustHold("s2", "h1"), mustHold("s2", "h2")
+	check("created")
+	if _, err := hold("s1", "h3"); !errors.Is(err, ErrTooManyPending) {
+		t.Fatalf("third hold in s1 = %v, want ErrTooManyPending", err)
+	}
+	if _, err := e.DecideApproval(ctx, a1.ID, ApprovalDenied, "op", "no", clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	check("denied")
+	mustHold("s1", "h3") // a1 no longer counts
+	c, err := e.ClaimApproval(ctx, b1.ID, Claim{GateID: "g", By: "op", Deadline: clk.Now().Add(time.Minute)}, clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("claimed") // a claimed approval stays pending
+	if _, err := e.FinishApproval(ctx, ApprovalFinish{ID: b1.ID, Token: c.Claim.Token, State: ApprovalApproved,
+		DecidedBy: "op", DecidedAt: clk.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	check("finished")
+	if _, err := e.DecideApproval(ctx, b2.ID, ApprovalExpired, "", "", clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	check("expired")
+	e.Close()
+	e = openEmbedded(t, dir, clk)
+	check("reopened")
+	if _, err := e.GetApproval(ctx, a2.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Past retention the sweep drops them all; an unclaimed pending one
+	// leaves the index with it.
+	clk.Advance(approvalRetention + time.Hour)
+	e.mu.Lock()
+	e.sweepLocked(clk.Now())
+	e.mu.Unlock()
+	check("swept")
+	if n := len(e.approvals); n != 0 {
+		t.Errorf("%d approvals left after retention, want 0", n)
+	}
 }
