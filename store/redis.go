@@ -105,6 +105,8 @@ type Redis struct {
 	// evicting is the last CheckEviction's finding that the server may
 	// evict keys (nil: not found so): scripts refuse while it is set.
 	evicting atomic.Pointer[error]
+	// pendingIndexed: backfillPendingIndex found the index complete.
+	pendingIndexed atomic.Bool
 }
 
 // NewRedis returns a Redis store. It does not connect: a gate starts while
@@ -167,6 +169,7 @@ func (r *Redis) idemKey(p, k string) string          { return r.key("i", hashKey
 func (r *Redis) approvalKey(id string) string        { return r.key("a", id) }
 func (r *Redis) pendingKey(session string) string    { return r.key("ap", session) }
 func (r *Redis) approvalIndexKey() string            { return r.key("aidx") }
+func (r *Redis) pendingIndexKey() string             { return r.key("apend") }
 func (r *Redis) dedupeKey(a *Approval) string {
 	return r.key("ad", hashKey(a.SessionID, a.ActionID, a.RequestHash))
 }
@@ -589,8 +592,9 @@ func (r *Redis) getRecord(ctx context.Context, key string) (record, error) {
 }
 
 // casRecord replaces old by v (re-MAC'd); false when old was replaced
-// meanwhile. ttl 0 keeps the TTL; zrem names a zset member to drop.
-func (r *Redis) casRecord(ctx context.Context, key, kind, id string, old string, v any, ttl time.Duration, zset, zrem string) (bool, error) {
+// meanwhile. ttl 0 keeps the TTL; zrem names a member to drop from every
+// zset in zsets.
+func (r *Redis) casRecord(ctx context.Context, key, kind, id string, old string, v any, ttl time.Duration, zrem string, zsets ...string) (bool, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return false, err
@@ -599,10 +603,7 @@ func (r *Redis) casRecord(ctx context.Context, key, kind, id string, old string,
 	if ttl > 0 {
 		pexp = ttlMS(ttl)
 	}
-	if zset == "" {
-		zset = key
-	}
-	n, err := r.runInt(ctx, r.scripts.cas, []string{key, zset}, old, b, recordMAC(r.cfg.MACKey, kind, id, b), pexp, zrem)
+	n, err := r.runInt(ctx, r.scripts.cas, append([]string{key}, zsets...), old, b, recordMAC(r.cfg.MACKey, kind, id, b), pexp, zrem)
 	return n == 1, err
 }
 
@@ -640,7 +641,7 @@ func (r *Redis) BeginIdempotent(ctx context.Context, rec *IdemRecord, ttl time.D
 			return cur, nil
 		}
 		r.tampered("idem", rec.Key)
-		ok, err := r.casRecord(ctx, key, "idem", id, st[1], n, ttl, "", "")
+		ok, err := r.casRecord(ctx, key, "idem", id, st[1], n, ttl, "")
 		if err != nil {
 			return nil, err
 		}
@@ -668,7 +669,7 @@ func (r *Redis) updateIdem(ctx context.Context, principal, key string, ttl time.
 		if err != nil {
 			return err
 		}
-		done, err := r.casRecord(ctx, k, "idem", id, rc.rec, n, ttl, "", "")
+		done, err := r.casRecord(ctx, k, "idem", id, rc.rec, n, ttl, "")
 		if err != nil || done {
 			return err
 		}
@@ -733,7 +734,7 @@ func (r *Redis) CreateApproval(ctx context.Context, a *Approval, maxPending int)
 		return nil, false, err
 	}
 	st, err := r.run(ctx, r.scripts.approval,
-		[]string{r.approvalKey(a.ID), r.pendingKey(a.SessionID), r.dedupeKey(a), r.approvalIndexKey()},
+		[]string{r.approvalKey(a.ID), r.pendingKey(a.SessionID), r.dedupeKey(a), r.approvalIndexKey(), r.pendingIndexKey()},
 		b, recordMAC(r.cfg.MACKey, "approval", a.ID, b), ms(now), ms(n.ExpiresAt), maxPending,
 		ms(n.CreatedAt), ttlMS(n.ExpiresAt.Add(approvalRetention).Sub(now)), a.ID, r.approvalKey(""))
 	if err != nil {
@@ -769,21 +770,31 @@ func (r *Redis) GetApproval(ctx context.Context, id string) (*Approval, error) {
 
 // ListApprovals implements Store (limit ≤ 0 means no limit). Tampered
 // records are left out; index entries of vanished records are pruned.
+// Pending and expired approvals (the expiry sweep, the operators' list)
+// are read from the pending index, not from the 7 days of decided ones.
 func (r *Redis) ListApprovals(ctx context.Context, state ApprovalState, limit int) ([]*Approval, error) {
 	ctx, cancel := r.ctx(ctx)
 	defer cancel()
 	now := r.clock.Now()
+	index := r.approvalIndexKey()
+	if state == ApprovalPending || state == ApprovalExpired {
+		// Only a stored pending approval reads as either.
+		if err := r.backfillPendingIndex(ctx); err != nil {
+			return nil, err
+		}
+		index = r.pendingIndexKey()
+	}
 	const page = 200
 	var out []*Approval
 	for start := int64(0); ; start += page {
-		ids, err := r.client.ZRangeArgs(ctx, redis.ZRangeArgs{Key: r.approvalIndexKey(), Start: start, Stop: start + page - 1, Rev: true}).Result()
+		ids, err := r.client.ZRangeArgs(ctx, redis.ZRangeArgs{Key: index, Start: start, Stop: start + page - 1, Rev: true}).Result()
 		if err != nil {
 			return nil, unavailable(err)
 		}
 		if len(ids) == 0 {
 			break
 		}
-		list, gone, err := readRecords(ctx, r, ids, r.approvalIndexKey(), r.approvalKey, "approval", approvalID)
+		list, gone, err := readRecords(ctx, r, ids, index, r.approvalKey, "approval", approvalID)
 		if err != nil {
 			return nil, err
 		}
@@ -805,6 +816,55 @@ func (r *Redis) ListApprovals(ctx context.Context, state ApprovalState, limit in
 	return out, nil
 }
 
+// backfillPendingIndex adds to the pending index the pending approvals of
+// a store written before the index existed, once per store (a marker key)
+// and process. The index need only hold every pending approval: an entry
+// of one decided meanwhile is read and filtered out like any other, and
+// pruned when its record expires.
+func (r *Redis) backfillPendingIndex(ctx context.Context) error {
+	if r.pendingIndexed.Load() {
+		return nil
+	}
+	marker := r.key("apend", "v1")
+	n, err := r.client.Exists(ctx, marker).Result()
+	if err != nil {
+		return unavailable(err)
+	}
+	if n == 0 {
+		const page = 200
+		for start := int64(0); ; start += page {
+			ids, err := r.client.ZRangeArgs(ctx, redis.ZRangeArgs{Key: r.approvalIndexKey(), Start: start, Stop: start + page - 1}).Result()
+			if err != nil {
+				return unavailable(err)
+			}
+			if len(ids) == 0 {
+				break
+			}
+			list, gone, err := readRecords(ctx, r, ids, r.approvalIndexKey(), r.approvalKey, "approval", approvalID)
+			if err != nil {
+				return err
+			}
+			start -= int64(gone)
+			var zs []redis.Z
+			for _, a := range list {
+				if a.State == ApprovalPending {
+					zs = append(zs, redis.Z{Score: float64(ms(a.CreatedAt)), Member: a.ID})
+				}
+			}
+			if len(zs) > 0 {
+				if err := r.client.ZAdd(ctx, r.pendingIndexKey(), zs...).Err(); err != nil {
+					return unavailable(err)
+				}
+			}
+		}
+		if err := r.client.Set(ctx, marker, "1", 0).Err(); err != nil {
+			return unavailable(err)
+		}
+	}
+	r.pendingIndexed.Store(true)
+	return nil
+}
+
 // updateApproval verifies, computes next and writes it by compare-and-set.
 func (r *Redis) updateApproval(ctx context.Context, id string, next func(*Approval) (*Approval, error)) (*Approval, error) {
 	key := r.approvalKey(id)
@@ -824,11 +884,12 @@ func (r *Redis) updateApproval(ctx context.Context, id string, next func(*Approv
 		if n == nil {
 			return approvalView(a, r.clock.Now()), nil
 		}
-		var zset, zrem string
+		var zrem string
+		var zsets []string
 		if n.State != ApprovalPending {
-			zset, zrem = r.pendingKey(a.SessionID), id
+			zrem, zsets = id, []string{r.pendingKey(a.SessionID), r.pendingIndexKey()}
 		}
-		ok, err := r.casRecord(ctx, key, "approval", id, rc.rec, n, 0, zset, zrem)
+		ok, err := r.casRecord(ctx, key, "approval", id, rc.rec, n, 0, zrem, zsets...)
 		if err != nil {
 			return nil, err
 		}

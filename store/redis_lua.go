@@ -206,14 +206,16 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {'ok'}
 `
 
-// Compare-and-set of a MAC'd record. KEYS: record, zset. ARGV: old rec,
-// new rec, new mac, pexpire ms (0 keeps the TTL), member to remove from
-// the zset (” for none).
+// Compare-and-set of a MAC'd record. KEYS: record, then any zsets.
+// ARGV: old rec, new rec, new mac, pexpire ms (0 keeps the TTL), member to
+// remove from every zset (” for none).
 const luaCAS = `
 if redis.call('HGET', KEYS[1], 'rec') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'rec', ARGV[2], 'mac', ARGV[3])
 if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
-if ARGV[5] ~= '' then redis.call('ZREM', KEYS[2], ARGV[5]) end
+if ARGV[5] ~= '' then
+  for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[5]) end
+end
 return 1
 `
 
@@ -224,9 +226,9 @@ redis.call('DEL', KEYS[1])
 return 1
 `
 
-// KEYS: approval, pending zset of the session, dedupe key, index.
-// ARGV: rec, mac, now ms, expires ms, max pending, created ms, record ttl
-// ms, id, approval key prefix.
+// KEYS: approval, pending zset of the session, dedupe key, index,
+// pending index. ARGV: rec, mac, now ms, expires ms, max pending, created
+// ms, record ttl ms, id, approval key prefix.
 const luaCreateApproval = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
@@ -244,5 +246,6 @@ if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[7]) then redis.call('PEXPIRE', KE
 local ttl = tonumber(ARGV[4]) - tonumber(ARGV[3])
 if ttl > 0 then redis.call('SET', KEYS[3], ARGV[8], 'PX', ttl) end
 redis.call('ZADD', KEYS[4], ARGV[6], ARGV[8])
+redis.call('ZADD', KEYS[5], ARGV[6], ARGV[8])
 return {'ok'}
 `

@@ -191,7 +191,7 @@ func (r *Redis) UseStanding(ctx context.Context, id string, now time.Time) (*Sta
 		if err != nil {
 			return nil, err
 		}
-		ok, err := r.casRecord(ctx, key, "standing", id, rc.rec, n, 0, "", "")
+		ok, err := r.casRecord(ctx, key, "standing", id, rc.rec, n, 0, "")
 		if err != nil {
 			return nil, err
 		}

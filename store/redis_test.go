@@ -418,3 +418,73 @@ func TestRedisCheckEviction(t *testing.T) {
 		t.Fatalf("CheckEviction(server down) = %v, want ErrUnavailable", err)
 	}
 }
+
+// TestRedisPendingIndex: pending and expired approvals (the expiry sweep,
+// the operators' list) are read from a pending index that holds exactly
+// the pending ones, not from the 7 days of decided approvals; a store
+// written before the index existed is indexed on first use.
+func TestRedisPendingIndex(t *testing.T) {
+	ctx := context.Background()
+	url, _, _ := storetest.StartRedis(t)
+	clk := clock.NewFake(testStart())
+	r := newTestRedis(t, url, "", clk, 0)
+	raw := rawClient(t, url)
+	hold := func(st *Redis, session, hash string) *Approval {
+		t.Helper()
+		a, _, err := st.CreateApproval(ctx, &Approval{ID: uuid.NewString(), SessionID: session, Principal: "p",
+			ActionID: "a", RequestHash: hash, CreatedAt: clk.Now(), ExpiresAt: clk.Now().Add(15 * time.Minute)}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	ids := func(list []*Approval) map[string]bool {
+		m := map[string]bool{}
+		for _, a := range list {
+			m[a.ID] = true
+		}
+		return m
+	}
+	a1, a2, b1 := hold(r, "s1", "h1"), hold(r, "s1", "h2"), hold(r, "s2", "h1")
+	if _, err := r.DecideApproval(ctx, a1.ID, ApprovalDenied, "op", "no", clk.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := raw.ZCard(ctx, r.pendingIndexKey()).Val(); n != 2 {
+		t.Errorf("pending index holds %d, want 2 (the denied one left it)", n)
+	}
+	pend, err := r.ListApprovals(ctx, ApprovalPending, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(pend); len(got) != 2 || !got[a2.ID] || !got[b1.ID] {
+		t.Errorf("ListApprovals(pending) = %v, want %s and %s", got, a2.ID, b1.ID)
+	}
+	if all, err := r.ListApprovals(ctx, "", 0); err != nil || len(all) != 3 {
+		t.Errorf("ListApprovals(all) = %d approvals (%v), want 3", len(all), err)
+	}
+
+	// A store from before the index: its pending approvals are indexed on
+	// first use by a gate that starts on it.
+	old := hold(r, "s3", "h1")
+	raw.Del(ctx, r.pendingIndexKey(), r.key("apend", "v1"))
+	r2 := newTestRedis(t, url, "", clk, 0)
+	clk.Advance(16 * time.Minute)
+	exp, err := r2.ListApprovals(ctx, ApprovalExpired, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(exp); len(got) != 3 || !got[a2.ID] || !got[b1.ID] || !got[old.ID] {
+		t.Errorf("ListApprovals(expired) after the backfill = %v, want %s, %s and %s", got, a2.ID, b1.ID, old.ID)
+	}
+	if n := raw.ZCard(ctx, r.pendingIndexKey()).Val(); n != 3 {
+		t.Errorf("pending index after the backfill holds %d, want 3", n)
+	}
+	for _, id := range []string{a2.ID, b1.ID, old.ID} {
+		if _, err := r2.DecideApproval(ctx, id, ApprovalExpired, "", "", clk.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := raw.ZCard(ctx, r.pendingIndexKey()).Val(); n != 0 {
+		t.Errorf("pending index after the sweep holds %d, want 0", n)
+	}
+}
