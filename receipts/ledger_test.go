@@ -1152,3 +1152,50 @@ func TestBusyCommitWindow(t *testing.T) {
 		t.Errorf("Verify = %+v", res)
 	}
 }
+
+// TestVerifyDirWithKeys: a copy is only as trustworthy as the keys it is
+// checked against. A forged copy (every record re-signed with the forger's
+// key, which it also stores as its public keys) verifies intact against
+// its own keys, and not against the genuine gate's published key set.
+func TestVerifyDirWithKeys(t *testing.T) {
+	genuine, forged := t.TempDir(), t.TempDir()
+	var published map[string]ed25519.PublicKey
+	for _, dir := range []string{genuine, forged} {
+		l := openLedger(t, dir, opts{})
+		for i := range 3 {
+			mustAppend(t, l, sampleReceipt(i))
+		}
+		if dir == genuine {
+			k, err := ParseKeySet(l.KeySet())
+			if err != nil {
+				t.Fatal(err)
+			}
+			published = k
+		}
+		l.Close()
+	}
+	own, err := PublicKeysDir(forged)
+	if err != nil || len(own) != 1 {
+		t.Fatalf("PublicKeysDir = %v, %v, want the forger's one key", own, err)
+	}
+	for _, tt := range []struct {
+		name   string
+		dir    string
+		keys   map[string]ed25519.PublicKey
+		intact bool
+	}{
+		{"genuine copy, published keys", genuine, published, true},
+		{"forged copy, its own keys", forged, own, true},
+		{"forged copy, published keys", forged, published, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := VerifyDirWithKeys(tt.dir, tt.keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Intact != tt.intact {
+				t.Fatalf("VerifyDirWithKeys = intact %v (break %+v), want %v", res.Intact, res.FirstBreak, tt.intact)
+			}
+		})
+	}
+}

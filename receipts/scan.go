@@ -297,11 +297,29 @@ func VerifyDir(dir string) (VerifyResult, error) {
 	return verifyDir(OSFS{}, dir)
 }
 
+// VerifyDirWithKeys is VerifyDir trusting keys (a set the operator kept
+// or fetched from GET /v1/receipt-keys, see ParseKeySet) instead of the
+// public keys stored in the copy: whoever can rewrite a copy can also
+// replace its keys and re-sign every record with a key of their own.
+func VerifyDirWithKeys(dir string, keys map[string]ed25519.PublicKey) (VerifyResult, error) {
+	return verifyDirKeys(OSFS{}, dir, keys)
+}
+
+// PublicKeysDir returns the receipt public keys stored in the ledger
+// directory dir: the keys VerifyDir trusts.
+func PublicKeysDir(dir string) (map[string]ed25519.PublicKey, error) {
+	return readPublicKeys(OSFS{}, dir)
+}
+
 func verifyDir(fsys FS, dir string) (VerifyResult, error) {
 	keys, err := readPublicKeys(fsys, dir)
 	if err != nil {
 		return VerifyResult{}, err
 	}
+	return verifyDirKeys(fsys, dir, keys)
+}
+
+func verifyDirKeys(fsys FS, dir string, keys map[string]ed25519.PublicKey) (VerifyResult, error) {
 	head, err := readHead(fsys, dir)
 	if err != nil {
 		return VerifyResult{}, err

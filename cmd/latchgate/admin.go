@@ -4,15 +4,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -299,20 +302,45 @@ func newReceiptsCmd() *cobra.Command {
 		Use:   "verify",
 		Short: "Verify the ledger: every hash, signature, link and the signed head",
 		Long: `Verify the receipts and audit chains. With --state-dir it works offline on a
-ledger copy (the receipt public keys are in it); without, it asks the running
-gate over the admin socket. Exits 1 when the ledger is not intact.`,
+ledger copy; without, it asks the running gate over the admin socket. Exits 1
+when the ledger is not intact.
+
+Offline it trusts the receipt public keys stored in the copy unless --keys
+names a key set kept elsewhere (the gate's GET /v1/receipt-keys, saved when
+the gate was trusted): whoever can rewrite a copy can also replace its keys
+and re-sign every record. It prints the key ids it trusted either way.`,
 		Example: `  latchgate receipts verify --state-dir /var/lib/latchgate
+  latchgate receipts verify --state-dir ./ledger-copy --keys receipt-keys.json
   latchgate receipts verify --admin-socket /run/latchgate-admin/gate-admin.sock`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir, _ := cmd.Flags().GetString("state-dir")
+			keysFile, _ := cmd.Flags().GetString("keys")
+			if keysFile != "" && dir == "" {
+				return errors.New("--keys needs --state-dir (the running gate verifies with its own keys)")
+			}
 			var res receipts.VerifyResult
+			var kids []string
 			if dir != "" {
-				r, err := receipts.VerifyDir(filepath.Join(dir, "ledger"))
+				ldir := filepath.Join(dir, "ledger")
+				var keys map[string]ed25519.PublicKey
+				var err error
+				if keysFile != "" {
+					b, rerr := os.ReadFile(keysFile)
+					if rerr != nil {
+						return rerr
+					}
+					keys, err = receipts.ParseKeySet(b)
+				} else {
+					keys, err = receipts.PublicKeysDir(ldir)
+				}
 				if err != nil {
 					return err
 				}
-				res = r
+				kids = slices.Sorted(maps.Keys(keys))
+				if res, err = receipts.VerifyDirWithKeys(ldir, keys); err != nil {
+					return err
+				}
 			} else {
 				raw, _, err := newAdminClient(cmd).do("GET", "/v1/audit/verify", nil)
 				if err != nil {
@@ -323,12 +351,26 @@ gate over the admin socket. Exits 1 when the ledger is not intact.`,
 				}
 			}
 			raw, _ := json.Marshal(res)
-			if jsonOut(cmd) {
+			if kids != nil {
+				raw, _ = json.Marshal(struct {
+					receipts.VerifyResult
+					KeyIDs []string `json:"key_ids"`
+				}{res, kids})
+			}
+			switch {
+			case jsonOut(cmd):
 				printJSON(cmd.OutOrStdout(), raw)
-			} else if res.Intact {
+			case res.Intact:
 				fmt.Fprintf(cmd.OutOrStdout(), "ledger intact: %d receipts, %d audit records, head seq %d\n", res.Receipts, res.AuditRecords, res.Head.Seq)
-			} else {
+			default:
 				fmt.Fprintf(cmd.OutOrStdout(), "LEDGER NOT INTACT: %s\n", raw)
+			}
+			if kids != nil && !jsonOut(cmd) {
+				from := "stored in the copy; pass --keys to trust a key set kept elsewhere"
+				if keysFile != "" {
+					from = "from " + keysFile
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "trusted receipt keys (%s): %s\n", from, strings.Join(kids, ", "))
 			}
 			if !res.Intact {
 				return &exitError{code: 1, err: errors.New("ledger verification failed")}
@@ -337,6 +379,7 @@ gate over the admin socket. Exits 1 when the ledger is not intact.`,
 		},
 	}
 	verify.Flags().String("state-dir", "", "verify the ledger under this state directory offline")
+	verify.Flags().String("keys", "", "with --state-dir: trust this receipt key set (JWK set, as GET /v1/receipt-keys serves it) instead of the copy's")
 	cmd.AddCommand(show, verify)
 	addAdminFlags(cmd)
 	return cmd

@@ -7,6 +7,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latchgate/latchgate/receipts"
 	"github.com/latchgate/latchgate/sdk"
 	"github.com/latchgate/latchgate/store/storetest"
 	"github.com/redis/go-redis/v9"
@@ -689,5 +692,56 @@ func TestFsyncMetrics(t *testing.T) {
 	}
 	if n := count("latchgate_store_fsync_seconds"); n < 1 {
 		t.Errorf("latchgate_store_fsync_seconds_count = %v after one execute, want >= 1", n)
+	}
+}
+
+// receipts verify --state-dir --keys: an offline copy is checked against a
+// key set kept elsewhere (here the gate's own GET /v1/receipt-keys); a set
+// without the gate's key refuses the copy, and the trusted key ids are
+// printed either way.
+func TestVerifyOfflineWithKeys(t *testing.T) {
+	p := startGate(t, t.TempDir())
+	p.waitReady(t)
+	if _, err := agent(t, p, "keys").Execute(context.Background(), "echo", map[string]any{"m": 1}); err != nil {
+		t.Fatal(err)
+	}
+	st, published := p.get("/v1/receipt-keys")
+	keys, err := receipts.ParseKeySet(published)
+	if st != 200 || err != nil || len(keys) != 1 {
+		t.Fatalf("GET /v1/receipt-keys = %d %s (%v)", st, published, err)
+	}
+	var kid string
+	for k := range keys {
+		kid = k
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	dir := t.TempDir()
+	good, other := filepath.Join(dir, "published.json"), filepath.Join(dir, "other.json")
+	pub, _, _ := ed25519.GenerateKey(nil)
+	foreign := fmt.Sprintf(`{"keys":[{"kty":"OKP","crv":"Ed25519","kid":%q,"x":%q}]}`,
+		receipts.Thumbprint(pub), base64.RawURLEncoding.EncodeToString(pub))
+	for name, b := range map[string][]byte{good: published, other: []byte(foreign)} {
+		if err := os.WriteFile(name, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--state-dir", p.state}, 0, "stored in the copy"},
+		{[]string{"--state-dir", p.state, "--keys", good}, 0, "from " + good},
+		{[]string{"--state-dir", p.state, "--keys", other}, 1, "unknown key_id"},
+		{[]string{"--keys", good}, 1, "--keys needs --state-dir"},
+	} {
+		out, code := cli(t, append([]string{"receipts", "verify"}, tt.args...)...)
+		if code != tt.code || !strings.Contains(out, tt.want) {
+			t.Errorf("receipts verify %v = exit %d\n%s\nwant exit %d and %q", tt.args, code, out, tt.code, tt.want)
+		}
+		if code == 0 && !strings.Contains(out, kid) {
+			t.Errorf("receipts verify %v does not name the trusted key %s:\n%s", tt.args, kid, out)
+		}
 	}
 }
