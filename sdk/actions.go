@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
 	"time"
+	"unicode/utf8"
 )
 
 // Result is a 200 answer of execute (PROTOCOL.md §3.4): the action ran.
@@ -126,6 +128,11 @@ func encodeArgs(args any) ([]byte, error) {
 		}
 		return a, nil
 	}
+	// encoding/json replaces invalid UTF-8 with U+FFFD: the action would
+	// run, and its receipt vouch for, text the caller never sent.
+	if err := checkUTF8(reflect.ValueOf(args), 0); err != nil {
+		return nil, err
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -134,6 +141,57 @@ func encodeArgs(args any) ([]byte, error) {
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
+
+// checkUTF8 returns an error for the first string in v (map keys and
+// exported struct fields included, at any depth) that is not valid UTF-8.
+// Byte slices are sent as base64 and need no check; values with their own
+// MarshalJSON are left to it. depth stops a cyclic value, which the
+// encoder then refuses.
+func checkUTF8(v reflect.Value, depth int) error {
+	if depth > 1000 || !v.IsValid() {
+		return nil
+	}
+	if v.Type().Implements(marshalerType) {
+		return nil
+	}
+	switch v.Kind() {
+	case reflect.String:
+		if !utf8.ValidString(v.String()) {
+			return fmt.Errorf("string %.40q is not valid UTF-8", v.String())
+		}
+	case reflect.Interface, reflect.Pointer:
+		return checkUTF8(v.Elem(), depth+1)
+	case reflect.Map:
+		for it := v.MapRange(); it.Next(); {
+			if err := checkUTF8(it.Key(), depth+1); err != nil {
+				return err
+			}
+			if err := checkUTF8(it.Value(), depth+1); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		if v.Type().Elem().Kind() == reflect.Uint8 {
+			return nil
+		}
+		for i := range v.Len() {
+			if err := checkUTF8(v.Index(i), depth+1); err != nil {
+				return err
+			}
+		}
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				if err := checkUTF8(v.Field(i), depth+1); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+var marshalerType = reflect.TypeFor[json.Marshaler]()
 
 // ---------------------------------------------------------------- approvals
 

@@ -793,3 +793,33 @@ func TestLazyConnectFailureNotRetriedTwice(t *testing.T) {
 		t.Errorf("execute requests = %d, want 0", got)
 	}
 }
+
+// Arguments with a string that is not valid UTF-8 (at any depth, map keys
+// included) are refused before anything is sent: encoding/json would have
+// replaced the bad bytes with U+FFFD and the action run on other text.
+func TestExecuteRefusesInvalidUTF8(t *testing.T) {
+	s := newStub(t, "")
+	c := newClient(t, s, nil, sdk.WithAgentID("a"))
+	type inner struct{ Note string }
+	for name, args := range map[string]any{
+		"value":        map[string]any{"s": "ok\xffno"},
+		"key":          map[string]string{"k\xfe": "v"},
+		"nested slice": map[string]any{"l": []any{"fine", []string{"\xc3("}}},
+		"struct field": struct{ In *inner }{&inner{Note: "\xed\xa0\x80"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := c.Execute(context.Background(), "echo", args)
+			var e *sdk.Error
+			if !errors.As(err, &e) || e.Code != "invalid_json" || !errors.Is(err, sdk.ErrDenied) {
+				t.Fatalf("Execute() error = %v, want invalid_json (ErrDenied)", err)
+			}
+		})
+	}
+	if got := s.count("POST /v1/actions/echo/execute"); got != 0 {
+		t.Errorf("execute requests = %d, want 0", got)
+	}
+	// Valid text, bytes (sent as base64) and a json.RawMessage still go.
+	if _, err := c.Execute(context.Background(), "echo", map[string]any{"s": "héllo ✓", "b": []byte{0xff}, "r": json.RawMessage(`{"x":1}`)}); err != nil {
+		t.Fatalf("Execute(valid) = %v", err)
+	}
+}
