@@ -72,15 +72,14 @@ func BenchmarkRedisAuthenticate(b *testing.B) {
 }
 func BenchmarkRedisGrant(b *testing.B) { st, clk := benchRedis(b); benchGrant(b, st, clk) }
 
-// BenchmarkEmbeddedCreateApproval: holding a request with 100,000 decided
-// approvals kept (their 7-day retention) and 1,000 pending in other
-// sessions. Each hold runs under the store-wide lock, so its cost is
-// every execute's wait while requests are being held.
-func BenchmarkEmbeddedCreateApproval(b *testing.B) {
+// seededApprovals is an embedded store keeping 100,000 decided approvals
+// and 1,000 pending, spread over 5,000 sessions.
+func seededApprovals(b *testing.B) (*Embedded, time.Time) {
 	st, clk := benchEmbedded(b)
 	e := st.(*Embedded)
 	now := clk.Now()
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	for i := range 101_000 {
 		a := &Approval{ID: uuid.NewString(), SessionID: "s-" + strconv.Itoa(i%5000), Principal: "p", ActionID: "a",
 			RequestHash: strconv.Itoa(i), State: ApprovalDenied, CreatedAt: now, ExpiresAt: now.Add(15 * time.Minute)}
@@ -89,7 +88,15 @@ func BenchmarkEmbeddedCreateApproval(b *testing.B) {
 		}
 		e.apply(&jop{T: opApproval, A: a})
 	}
-	e.mu.Unlock()
+	return e, now
+}
+
+// BenchmarkEmbeddedCreateApproval: holding a request with 100,000 decided
+// approvals kept (their 7-day retention) and 1,000 pending in other
+// sessions. Each hold runs under the store-wide lock, so its cost is
+// every execute's wait while requests are being held.
+func BenchmarkEmbeddedCreateApproval(b *testing.B) {
+	e, now := seededApprovals(b)
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
@@ -104,19 +111,7 @@ func BenchmarkEmbeddedCreateApproval(b *testing.B) {
 // BenchmarkEmbeddedListExpiredApprovals: the gate's expiry sweep (every
 // 10 s, under the store-wide lock) with the same 101,000 approvals kept.
 func BenchmarkEmbeddedListExpiredApprovals(b *testing.B) {
-	st, clk := benchEmbedded(b)
-	e := st.(*Embedded)
-	now := clk.Now()
-	e.mu.Lock()
-	for i := range 101_000 {
-		a := &Approval{ID: uuid.NewString(), SessionID: "s-" + strconv.Itoa(i%5000), Principal: "p", ActionID: "a",
-			RequestHash: strconv.Itoa(i), State: ApprovalDenied, CreatedAt: now, ExpiresAt: now.Add(15 * time.Minute)}
-		if i >= 100_000 {
-			a.State = ApprovalPending
-		}
-		e.apply(&jop{T: opApproval, A: a})
-	}
-	e.mu.Unlock()
+	e, _ := seededApprovals(b)
 	ctx := context.Background()
 	b.ResetTimer()
 	for b.Loop() {
