@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -241,4 +242,24 @@ func TestEmbeddedCompactionCatchUp(t *testing.T) {
 	if _, err := e2.GetSession(ctx, bob.ID); err != nil {
 		t.Errorf("GetSession(created during the catch-up) = %v", err)
 	}
+}
+
+// TestEmbeddedCompactionDirSyncFails: a compaction renames its snapshot
+// over the journal; until the directory is fsynced a power loss may bring
+// the old journal back, without what is committed to the new one from
+// then on. When that fsync fails, no later Sync may report a line durable
+// (a revocation, an idempotency claim): the store refuses mutations, as
+// after any failed fsync.
+func TestEmbeddedCompactionDirSyncFails(t *testing.T) {
+	ctx := context.Background()
+	e, clk, s := compactFixture(t, t.TempDir())
+	e.syncDir = func(string) error { return syscall.EIO }
+	if err := e.compact(); err == nil {
+		t.Errorf("compact with a failing directory fsync = nil, want the error")
+	}
+	_, err := e.Revoke(ctx, RevokeRequest{SessionID: s.ID}, clk.Now())
+	wantErr(t, "Revoke(after the failed directory fsync)", err, ErrUnavailable)
+	wantErr(t, "Sync(after the failed directory fsync)", e.Sync(), ErrUnavailable)
+	wantErr(t, "Ping", e.Ping(ctx), ErrUnavailable)
+	wantErr(t, "Authenticate", auth(e, clk, s, s.JKT, "after"), ErrUnavailable)
 }

@@ -176,8 +176,9 @@ type Embedded struct {
 	compacting bool   // a compaction is copying a snapshot
 	tail       []byte // lines committed while compacting, written to the new journal
 
-	beforeInstall func() // test hook: runs after the snapshot is written, before the install
-	duringCatchUp func() // test hook: runs in each catch-up round, after it took the tail
+	beforeInstall func()                 // test hook: runs after the snapshot is written, before the install
+	duringCatchUp func()                 // test hook: runs in each catch-up round, after it took the tail
+	syncDir       func(dir string) error // atomicfile.SyncDir; a test may make it fail
 
 	sessions        map[string]*Session
 	byPrincipal     map[string]map[string]struct{} // principal → session ids
@@ -228,6 +229,7 @@ func OpenEmbedded(cfg EmbeddedConfig, deps Deps) (*Embedded, error) {
 		clock:           deps.Clock,
 		log:             deps.Logger.With().Str("component", "store").Logger(),
 		observeFsync:    deps.ObserveFsync,
+		syncDir:         atomicfile.SyncDir,
 		path:            filepath.Join(cfg.Dir, journalName),
 		lockf:           lockf,
 		stop:            make(chan struct{}),
@@ -1583,8 +1585,18 @@ func (e *Embedded) compact() error {
 	stalled := time.Since(held)
 	// The rename is durable before syncMu is released: a Sync after it
 	// fsyncs the new file, which a crash must not put back to the old.
-	if err := atomicfile.SyncDir(filepath.Dir(e.path)); err != nil {
-		e.log.Warn().Err(err).Msg("store: fsync of state dir failed")
+	// When the directory fsync fails it may not be: a power loss could
+	// bring the old journal back without every line committed since the
+	// install, so the store breaks before any Sync reports one durable.
+	if err := e.syncDir(filepath.Dir(e.path)); err != nil {
+		e.mu.Lock()
+		if e.broken == nil {
+			e.broken = fmt.Errorf("fsync of state dir after compaction: %w", err)
+		}
+		e.mu.Unlock()
+		old.Close()
+		e.log.Error().Err(err).Msg("store: fsync of state dir failed after compaction; refusing further mutations")
+		return fmt.Errorf("store: snapshot: fsync of state dir: %w", err)
 	}
 	old.Close()
 	e.log.Info().Int64("bytes", snapLen).Dur("install_stall", stalled).Msg("store: journal compacted")
