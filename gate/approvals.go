@@ -210,7 +210,16 @@ func (g *Gate) handleDeny(w http.ResponseWriter, r *http.Request) error {
 		writeRawJSON(w, http.StatusOK, alreadyBody(a.State))
 		return nil
 	}
-	_ = g.audit(r.Context(), &receipts.AuditRecord{TraceID: a.TraceID, Principal: a.Principal, SessionID: a.SessionID, ActionID: a.ActionID, RequestHash: a.RequestHash, Decision: receipts.DecisionDenied, ApprovalID: a.ID, DecidedBy: by, Reason: req.Reason})
+	// The decision record's group commit also syncs the store, which makes
+	// the deny durable. When the record cannot be written, sync the store
+	// here: a power loss must not bring the approval back as pending (a
+	// failed sync is 503, as for a revocation). The deny is in effect.
+	if err := g.audit(r.Context(), &receipts.AuditRecord{TraceID: a.TraceID, Principal: a.Principal, SessionID: a.SessionID, ActionID: a.ActionID, RequestHash: a.RequestHash, Decision: receipts.DecisionDenied, ApprovalID: a.ID, DecidedBy: by, Reason: req.Reason}); err != nil {
+		g.log.Error().Err(err).Str(fApprovalID, a.ID).Msg("deny decision record not written")
+		if err := g.durable(); err != nil {
+			return err
+		}
+	}
 	g.emitApproval(events.ApprovalDenied, a)
 	writeJSON(w, http.StatusOK, map[string]string{"decision": "denied", "approval_id": a.ID, "reason": req.Reason})
 	return nil

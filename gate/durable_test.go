@@ -48,6 +48,12 @@ func (s *syncLog) Revoke(ctx context.Context, req store.RevokeRequest, now time.
 	return n, err
 }
 
+func (s *syncLog) DecideApproval(ctx context.Context, id string, state store.ApprovalState, by, reason string, now time.Time) (*store.Approval, error) {
+	a, err := s.Store.DecideApproval(ctx, id, state, by, reason, now)
+	s.log("decide")
+	return a, err
+}
+
 func (s *syncLog) DeleteStanding(ctx context.Context, id string) error {
 	err := s.Store.DeleteStanding(ctx, id)
 	s.log("delete")
@@ -240,4 +246,41 @@ func TestReplayEntryRestoredAfterPowerLoss(t *testing.T) {
 	wantStatus(t, b.CallWithProof("GET", readPath, nil, readProof, nil), 200, "")
 	wantStatus(t, b.CallWithProof("POST", echoPath, body, proof, nil), 401, "replay_detected")
 	wantStatus(t, b.Execute("echo", map[string]any{"k": 2}, nil), 200, "")
+}
+
+// TestDenyDurableWhenAuditFails: a deny is made durable by its decision
+// record's group commit (the ledger syncs the store with it). When that
+// record cannot be written, the gate syncs the store itself before it
+// answers 200, so a power loss cannot bring the denied approval back as
+// pending; a failed sync is 503.
+func TestDenyDurableWhenAuditFails(t *testing.T) {
+	for _, syncFails := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sync ok", true: "sync fails"}[syncFails], func(t *testing.T) {
+			var sl *syncLog
+			fs := &faultFS{}
+			s := gatetest.NewServer(t, gatetest.WithManifestsDir(heldManifests), gatetest.WithLedgerFS(fs),
+				gatetest.WithStoreWrapper(func(st store.Store) store.Store {
+					sl = &syncLog{Store: st}
+					return sl
+				}))
+			a := newAgent(t, s, nil)
+			id := holdEcho(t, a, map[string]any{"n": 1})
+			fs.arm(`{"type":"audit",`)
+			sl.mu.Lock()
+			sl.failed = syncFails
+			sl.mu.Unlock()
+			r := admin(t, s, "POST", "/v1/approvals/"+id+"/deny", `{"reason":"no"}`)
+			if fs.fails.Load() == 0 {
+				t.Fatal("the decision record's write never failed")
+			}
+			if syncFails {
+				wantStatus(t, r, 503, "store_unavailable")
+				return
+			}
+			wantStatus(t, r, 200, "")
+			if !sl.syncedAfter("decide") {
+				t.Errorf("store calls %v: no sync after the deny before the answer", sl.calls)
+			}
+		})
+	}
 }
