@@ -72,8 +72,8 @@ func prepareSocketDir(dir string, gid int) error {
 	return nil
 }
 
-// listenUnix binds path after the directory checks. A stale socket file is
-// replaced; a live one (another gate answers) is an error.
+// listenUnix binds path after the directory checks. A stale socket file
+// (a dial is refused) is replaced; a live one is an error.
 func listenUnix(path string, group string) (net.Listener, error) {
 	gid := -1
 	if group != "" {
@@ -90,8 +90,13 @@ func listenUnix(path string, group string) (net.Listener, error) {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("%s exists and is not a socket; refusing to replace it", path)
 		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		// Only a refused dial proves nobody listens: a live gate whose
+		// backlog is full answers EAGAIN, a slow one times out.
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
 			_ = c.Close()
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, fmt.Errorf("another gate is already serving on %s; stop it first or choose another --socket", path)
 		}
 		if err := os.Remove(path); err != nil {
