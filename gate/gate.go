@@ -148,8 +148,37 @@ func (c Config) Validate() error {
 		return errors.New("gate: limits.max_body_bytes must be at least 1024")
 	case c.StoreTimeout < 0 || c.PendingTTL < 0 || c.IdempotencyTTL < 0 || c.ApprovalSweep < 0 || c.LearnTTL < 0:
 		return errors.New("gate: durations must be positive, like \"2s\"")
+	case c.ShutdownGrace < 0 || c.ReadHeaderTimeout < 0:
+		return errors.New("gate: shutdown_grace and read_header_timeout must be positive durations, like \"10s\"")
 	case c.LeaseRate < 0 || c.ExecRate < 0:
 		return errors.New("gate: rate limits must be ≥ 0 (0 disables)")
+	case c.MaxConns < 0:
+		return errors.New("gate: limits.max_conns must be ≥ 0 (0 means 1024)")
+	case c.MaxPendingPerSession < 0:
+		return errors.New("gate: approvals.max_pending_per_session must be ≥ 0 (0 means 20)")
+	}
+	for name, p := range c.Principals {
+		if err := p.validate(); err != nil {
+			return fmt.Errorf("gate: principals.%s.%w", name, err)
+		}
+	}
+	return nil
+}
+
+// validate refuses negative limits: the store reads any limit ≤ 0 as
+// "none", so a negative one would turn the limit off.
+func (p Principal) validate() error {
+	switch {
+	case p.MaxCallsPerSession != nil && *p.MaxCallsPerSession < 0:
+		return errors.New("max_calls_per_session must be ≥ 0")
+	case p.MaxCostPerSession != nil && *p.MaxCostPerSession < 0:
+		return errors.New("max_cost_usd_cents_per_session must be ≥ 0")
+	case p.MaxCallsPerHour < 0:
+		return errors.New("max_calls_per_hour must be ≥ 0 (0: no limit)")
+	case p.MaxCostPerDay < 0:
+		return errors.New("max_cost_usd_cents_per_day must be ≥ 0 (0: no limit)")
+	case p.MaxLiveSessions < 0:
+		return errors.New("max_live_sessions must be ≥ 0 (0 means 100)")
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package gate_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/latchgate/latchgate/gate"
@@ -96,4 +97,52 @@ func TestStrictRequestBodies(t *testing.T) {
 	// Same key in two sibling objects is fine.
 	ok := `{"dpop_jwk":` + jwk + `,"agent_id":"ok","budgets":{"max_calls":5}}`
 	wantStatus(t, gatetest.Do(t, s.Client(), "POST", "/v1/leases", []byte(ok), ct), 200, "")
+}
+
+// A negative limit is a configuration mistake: it must be refused at load,
+// not panic at Run (max_conns) or silently turn a cap off (the store
+// treats anything ≤ 0 as "no limit").
+func TestConfigRefusesNegativeLimits(t *testing.T) {
+	neg := int64(-1)
+	base := func() gate.Config { return gate.Config{GateID: "g", MaxBodyBytes: 1 << 20} }
+	tests := []struct {
+		name string
+		mod  func(*gate.Config)
+	}{
+		{"max_conns", func(c *gate.Config) { c.MaxConns = -1 }},
+		{"max_pending_per_session", func(c *gate.Config) { c.MaxPendingPerSession = -1 }},
+		{"shutdown_grace", func(c *gate.Config) { c.ShutdownGrace = -1 }},
+		{"read_header_timeout", func(c *gate.Config) { c.ReadHeaderTimeout = -1 }},
+		{"max_calls_per_hour", func(c *gate.Config) {
+			c.Principals = map[string]gate.Principal{"crawler": {MaxCallsPerHour: -1}}
+		}},
+		{"max_cost_usd_cents_per_day", func(c *gate.Config) {
+			c.Principals = map[string]gate.Principal{"crawler": {MaxCostPerDay: -1}}
+		}},
+		{"max_live_sessions", func(c *gate.Config) {
+			c.Principals = map[string]gate.Principal{"*": {MaxLiveSessions: -1}}
+		}},
+		{"max_calls_per_session", func(c *gate.Config) {
+			c.Principals = map[string]gate.Principal{"crawler": {MaxCallsPerSession: &neg}}
+		}},
+		{"max_cost_usd_cents_per_session", func(c *gate.Config) {
+			c.Principals = map[string]gate.Principal{"crawler": {MaxCostPerSession: &neg}}
+		}},
+	}
+	if err := base().Validate(); err != nil {
+		t.Fatalf("Validate(base) = %v, want nil", err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := base()
+			tt.mod(&c)
+			err := c.Validate()
+			if err == nil {
+				t.Fatalf("Validate(%s = -1) = nil, want an error", tt.name)
+			}
+			if !strings.Contains(err.Error(), tt.name) {
+				t.Fatalf("Validate(%s = -1) = %q, want it to name the key", tt.name, err)
+			}
+		})
+	}
 }
