@@ -223,6 +223,7 @@ type Service struct {
 	cursor   int64
 	byID     map[string]*Delivery
 	inflight map[string]bool
+	busy     map[string]bool // endpoint URLs a Run worker is delivering to
 }
 
 // New builds a Service and loads its outbox.
@@ -236,7 +237,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, deps: deps, log: deps.Logger.With().Str("component", "webhooks").Logger(),
 		eps: map[string]*endpoint{}, path: filepath.Join(cfg.Dir, "outbox.json"), kick: make(chan struct{}, 1),
-		byID: map[string]*Delivery{}, inflight: map[string]bool{}}
+		byID: map[string]*Delivery{}, inflight: map[string]bool{}, busy: map[string]bool{}}
 	for _, e := range cfg.Endpoints {
 		t, _ := parseEndpointURL(e.URL)
 		al := (&egress.Allowlist{}).With(egress.ExactRule(t.host, t.port))
@@ -443,47 +444,65 @@ func (s *Service) post(ctx context.Context, ep *endpoint, id string, body []byte
 	return resp.StatusCode, ""
 }
 
-// due returns pending deliveries whose time has come and the next time
-// one will be.
-func (s *Service) due(now time.Time) ([]string, time.Time) {
+// due claims the endpoints with pending deliveries whose time has come
+// and no worker yet, and returns those deliveries by endpoint URL, and the
+// next time one will be due.
+func (s *Service) due(now time.Time) (map[string][]string, time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var ids []string
+	byURL := map[string][]string{}
 	var next time.Time
 	for id, d := range s.byID {
-		if d.State != StatePending || s.inflight[id] {
+		if d.State != StatePending || s.inflight[id] || s.busy[d.URL] {
 			continue
 		}
 		if !d.NextAttemptAt.After(now) {
-			ids = append(ids, id)
+			byURL[d.URL] = append(byURL[d.URL], id)
 		} else if next.IsZero() || d.NextAttemptAt.Before(next) {
 			next = d.NextAttemptAt
 		}
 	}
-	slices.Sort(ids)
-	return ids, next
+	for url, ids := range byURL {
+		s.busy[url] = true
+		slices.Sort(ids)
+	}
+	return byURL, next
 }
 
-// Run enqueues and delivers until ctx ends.
+// Run enqueues and delivers until ctx ends. Each endpoint's due
+// deliveries are attempted by a worker of its own, one at a time, so a
+// receiver that hangs until the timeout delays only its own deliveries.
 func (s *Service) Run(ctx context.Context) error {
 	if len(s.eps) == 0 {
 		<-ctx.Done()
 		return nil
 	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
 		wake, err := s.enqueue()
 		if err != nil {
 			s.log.Error().Err(err).Msg("webhook enqueue failed; retrying")
 		}
-		ids, next := s.due(s.deps.Clock.Now())
-		for _, id := range ids {
-			if ctx.Err() != nil {
-				return nil
-			}
-			s.attempt(ctx, id)
-		}
-		if len(ids) > 0 {
-			continue
+		byURL, next := s.due(s.deps.Clock.Now())
+		for url, ids := range byURL {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for _, id := range ids {
+					if ctx.Err() != nil {
+						break
+					}
+					s.attempt(ctx, id)
+				}
+				s.mu.Lock()
+				delete(s.busy, url)
+				s.mu.Unlock()
+				select {
+				case s.kick <- struct{}{}:
+				default:
+				}
+			}()
 		}
 		wait := 250 * time.Millisecond
 		if !next.IsZero() {

@@ -189,3 +189,55 @@ func TestWebhookURLsPassEgressChecks(t *testing.T) {
 		t.Fatalf("Test(unconfigured) = %v, want ErrUnknownEndpoint", err)
 	}
 }
+
+// A receiver that hangs holds up only its own deliveries: another
+// endpoint keeps getting its events while an attempt to the slow one
+// waits for its timeout.
+func TestSlowReceiverDoesNotBlockOthers(t *testing.T) {
+	release := make(chan struct{})
+	hung := make(chan struct{}, 16)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hung <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	defer close(release)
+	clk := clock.Real{}
+	fast := &receiver{clk: clock.NewFake(time.Now())}
+	fsrv := httptest.NewServer(fast)
+	defer fsrv.Close()
+	dir := t.TempDir()
+	j, err := events.Open(events.Config{Path: dir + "/events.log"}, clk, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	cfg := Config{Endpoints: []Endpoint{{URL: slow.URL + "/hook", Secret: secret}, {URL: fsrv.URL + "/hook", Secret: secret}},
+		Dir: dir, Timeout: 10 * time.Second}
+	s, err := New(cfg, Deps{Source: j, Dialer: newDialer(t, true), Clock: clk, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	j.Append(events.ApprovalRequested, map[string]string{"approval_id": "a1"})
+	select {
+	case <-hung: // an attempt to the slow receiver is now in flight
+	case <-time.After(5 * time.Second):
+		t.Fatal("the slow receiver was never called")
+	}
+	j.Append(events.ApprovalDenied, map[string]string{"approval_id": "a1"})
+	deadline := time.Now().Add(3 * time.Second)
+	for len(fast.snapshot()) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("fast receiver got %d of 2 events while the slow one hung, want both", len(fast.snapshot()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
