@@ -170,6 +170,8 @@ func parseEndpointURL(raw string) (target, error) {
 // Source is the event journal.
 type Source interface {
 	Since(after int64, limit int) ([]events.Event, <-chan struct{}, error)
+	// Last is the id of the newest event (0 if none).
+	Last() int64
 }
 
 // Deps are the Service's collaborators; all are required but Logger.
@@ -226,7 +228,9 @@ type Service struct {
 	busy     map[string]bool // endpoint URLs a Run worker is delivering to
 }
 
-// New builds a Service and loads its outbox.
+// New builds a Service and loads its outbox. Call it before the journal
+// takes new events (as serve does): a journal that ends before the outbox
+// cursor is read again from where it ends at this call.
 func New(cfg Config, deps Deps) (*Service, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -263,6 +267,15 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			s.byID[d.ID] = d
 		}
 	}
+	// The journal is fsynced every sync interval, the outbox on every
+	// save: after a power loss the journal can end before the cursor and
+	// give the lost events' ids to new events. Read those from where the
+	// journal ends (deliveryID tells them from the lost ones).
+	if last := deps.Source.Last(); s.cursor > last {
+		s.log.Warn().Int64("cursor", s.cursor).Int64("journal_last", last).
+			Msg("the event journal ends before the webhook outbox cursor (events lost in a power loss?); re-reading from its end")
+		s.cursor = last
+	}
 	return s, nil
 }
 
@@ -275,9 +288,10 @@ func Sign(secret string, t time.Time, body []byte) string {
 	return "t=" + ts + ",v1=" + hex.EncodeToString(m.Sum(nil))
 }
 
-// deliveryID is stable for (endpoint, event).
-func deliveryID(url string, eventID int64) string {
-	h := sha256.Sum256([]byte(url + "\x00" + strconv.FormatInt(eventID, 10)))
+// deliveryID is stable for (endpoint, event). The event's time is part of
+// it: an id the journal reissues after a power loss names another event.
+func deliveryID(url string, e events.Event) string {
+	h := sha256.Sum256([]byte(url + "\x00" + strconv.FormatInt(e.ID, 10) + "\x00" + strconv.FormatInt(e.At.UnixNano(), 10)))
 	return "whd_" + hex.EncodeToString(h[:16])
 }
 
@@ -311,7 +325,7 @@ func (s *Service) enqueue() (<-chan struct{}, error) {
 				if len(ep.Events) > 0 && !slices.Contains(ep.Events, e.Type) {
 					continue
 				}
-				id := deliveryID(url, e.ID)
+				id := deliveryID(url, e)
 				if _, ok := s.byID[id]; !ok {
 					s.byID[id] = s.newDelivery(url, e, id)
 				}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -239,5 +240,85 @@ func TestSlowReceiverDoesNotBlockOthers(t *testing.T) {
 			t.Fatalf("fast receiver got %d of 2 events while the slow one hung, want both", len(fast.snapshot()))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A power loss can take the journal's unsynced tail (it is fsynced every
+// SyncInterval) while the outbox, fsynced on every save, already moved its
+// cursor past those events. The journal then gives their ids to new
+// events: each new event must still be delivered, under a Webhook-Id of
+// its own (receivers drop a repeated one as a duplicate).
+func TestJournalTailLostInPowerLoss(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	rv := &receiver{clk: clk}
+	srv := httptest.NewServer(rv)
+	defer srv.Close()
+	dir := t.TempDir()
+	path := dir + "/events.log"
+	cfg := Config{Endpoints: []Endpoint{{URL: srv.URL + "/hook", Secret: secret}}, Dir: dir}
+	open := func(j *events.Journal) *Service {
+		t.Helper()
+		s, err := New(cfg, Deps{Source: j, Dialer: newDialer(t, true), Clock: clk, Logger: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	run := func(s *Service, want int) []hit {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { s.Run(ctx); close(done) }()
+		deadline := time.Now().Add(5 * time.Second)
+		for len(rv.snapshot()) < want && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(50 * time.Millisecond)
+		cancel()
+		<-done
+		return rv.snapshot()
+	}
+
+	// As serve wires them: the journal opens, then the service, then the
+	// gate appends events.
+	j, err := events.Open(events.Config{Path: path}, clk, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := open(j)
+	j.Append(events.ApprovalRequested, map[string]string{"approval_id": "a1"})
+	if err := j.Sync(); err != nil { // event 1 is on disk
+		t.Fatal(err)
+	}
+	synced, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Append(events.ApprovalRequested, map[string]string{"approval_id": "a2"})
+	j.Append(events.ApprovalRequested, map[string]string{"approval_id": "a3"})
+	if got := run(s, 3); len(got) != 3 {
+		t.Fatalf("before the power loss the receiver got %d deliveries, want 3", len(got))
+	}
+	j.Close()
+	// The power loss: events 2 and 3 never reached the disk.
+	if err := os.Truncate(path, synced.Size()); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Minute)
+	j, err = events.Open(events.Config{Path: path}, clk, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	s = open(j)
+	e, _ := j.Append(events.ApprovalDenied, map[string]string{"approval_id": "a1"})
+	hits := run(s, 4)
+	if len(hits) != 4 || !strings.Contains(string(hits[3].body), `"approval.denied"`) {
+		t.Fatalf("after the power loss the receiver got %d deliveries, want the new approval.denied (event %d) as the 4th", len(hits), e.ID)
+	}
+	for _, h := range hits[:3] {
+		if h.id == hits[3].id {
+			t.Fatalf("the new event was delivered under Webhook-Id %s, already used for %s", h.id, h.body)
+		}
 	}
 }
