@@ -72,8 +72,8 @@ Entries must be written normalised: lowercase, punycode for IDNs.
 				}
 				cidrs = append(cidrs, p)
 			}
-			for _, p := range cidrs {
-				log.Warn().Str("cidr", p.String()).Msg("EGRESS TEST ESCAPE HATCH: connections to this denied range are allowed (--egress-allow-cidr); never use this in production")
+			for _, p := range cidrs { // error level: never hidden by --log-level
+				log.Error().Str("cidr", p.String()).Msg("EGRESS TEST ESCAPE HATCH: connections to this denied range are allowed (--egress-allow-cidr); never use this in production")
 			}
 			dialer, err := egress.NewDialer(egress.Config{AllowCIDRs: cidrs}, egress.Deps{Logger: log})
 			if err != nil {

@@ -219,8 +219,10 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 		return nil, err
 	}
 	log = log.With().Str("gate_id", id).Logger()
+	// Logged at error level: a log level that hides warnings must not hide
+	// this (README: "logged loudly").
 	for _, c := range cfg.Egress.AllowCIDRs {
-		log.Warn().Str("cidr", c).Msg("EGRESS TEST ESCAPE HATCH: connections to this denied range are allowed (--egress-allow-cidr); never use this in production")
+		log.Error().Str("cidr", c).Msg("EGRESS TEST ESCAPE HATCH: connections to this denied range are allowed (--egress-allow-cidr); never use this in production")
 	}
 
 	keys, err := lease.LoadKeys(cfg.KeysDir, clk)

@@ -745,3 +745,58 @@ func TestVerifyOfflineWithKeys(t *testing.T) {
 		}
 	}
 }
+
+// The test-only egress escape hatch is logged loudly at start whatever
+// the log level and wherever it was set (flag, environment, config file).
+func TestEgressEscapeHatchAlwaysLogged(t *testing.T) {
+	cfgFile := filepath.Join(t.TempDir(), "latchgate.yaml")
+	if err := os.WriteFile(cfgFile, []byte("egress: {allow_cidrs: [127.0.0.1/32]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+	}{
+		{"flag", nil, []string{"--egress-allow-cidr", "127.0.0.1/32"}},
+		{"flag_log_level_error", nil, []string{"--egress-allow-cidr", "127.0.0.1/32", "--log-level", "error"}},
+		{"env_log_level_error", []string{"LATCHGATE_EGRESS_ALLOW_CIDR=127.0.0.1/32", "LATCHGATE_LOG_LEVEL=error"}, nil},
+		{"config_log_level_error", nil, []string{"--config", cfgFile, "--log-level", "error"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := startGateEnv(t, t.TempDir(), tt.env, tt.args...)
+			p.waitReady(t)
+			if !strings.Contains(p.logs(), "EGRESS TEST ESCAPE HATCH") {
+				t.Fatalf("serve %v (env %v) did not log the egress escape hatch:\n%s", tt.args, tt.env, p.logs())
+			}
+		})
+	}
+	t.Run("egress_proxy_log_level_error", func(t *testing.T) {
+		pl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := pl.Addr().String()
+		_ = pl.Close()
+		cmd := exec.Command(binPath, "egress-proxy", "--listen", addr, "--allow", "example.com",
+			"--egress-allow-cidr", "127.0.0.1/32", "--log-level", "error")
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 100; i++ { // it logs before it listens
+			if c, err := net.Dial("tcp", addr); err == nil {
+				_ = c.Close()
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if !strings.Contains(out.String(), "EGRESS TEST ESCAPE HATCH") {
+			t.Fatalf("egress-proxy --log-level error did not log the escape hatch:\n%s", out.String())
+		}
+	})
+}
