@@ -1199,3 +1199,32 @@ func TestVerifyDirWithKeys(t *testing.T) {
 		})
 	}
 }
+
+// The receipt signing key can forge evidence: like the lease keys, a key
+// file that group or others may read is refused, not used.
+func TestOpenRefusesLooseSigningKey(t *testing.T) {
+	dir := t.TempDir()
+	l := openLedger(t, dir, opts{})
+	l.Close()
+	key := filepath.Join(dir, keysDirName, signingKeyFile)
+	if fi, err := os.Stat(key); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("signing key %s: %v, mode %v, want 0600", key, err, fi.Mode().Perm())
+	}
+	for _, mode := range []os.FileMode{0o644, 0o640, 0o604} {
+		if err := os.Chmod(key, mode); err != nil {
+			t.Fatal(err)
+		}
+		l, err := Open(Config{Dir: dir, GateID: "gate-test"}, Deps{Clock: clock.NewFake(t0), Logger: zerolog.Nop()})
+		if err == nil {
+			l.Close()
+			t.Fatalf("Open with signing key mode %04o = nil error, want a refusal", mode)
+		}
+		if !strings.Contains(err.Error(), "chmod 600") {
+			t.Fatalf("Open with signing key mode %04o = %v, want it to say chmod 600", mode, err)
+		}
+	}
+	if err := os.Chmod(key, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	openLedger(t, dir, opts{}) // 0400 is private too
+}

@@ -329,6 +329,11 @@ func loadKeys(fsys FS, dir string, rnd func([]byte) error) (*signer, map[string]
 		return nil, nil, fmt.Errorf("receipts: read public keys: %w", err)
 	}
 	data, err := fsys.ReadFile(filepath.Join(kdir, signingKeyFile))
+	if err == nil {
+		if err := checkPrivate(fsys, filepath.Join(kdir, signingKeyFile)); err != nil {
+			return nil, nil, err
+		}
+	}
 	switch {
 	case err == nil:
 		var pk privateKeyFile
@@ -353,6 +358,19 @@ func loadKeys(fsys FS, dir string, rnd func([]byte) error) (*signer, map[string]
 	default:
 		return nil, nil, fmt.Errorf("receipts: read signing key: %w", err)
 	}
+}
+
+// checkPrivate refuses a key file that group or others may access (the
+// lease keys are held to the same rule).
+func checkPrivate(fsys FS, name string) error {
+	fi, err := fsys.Stat(name)
+	if err != nil {
+		return fmt.Errorf("receipts: signing key: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("receipts: signing key %s has mode %04o; group and others must not read it (chmod 600)", name, perm)
+	}
+	return nil
 }
 
 // newKey generates a key, adds its public half to pubs and persists both:

@@ -388,3 +388,36 @@ func TestKeysRotate(t *testing.T) {
 		t.Fatalf("verify after rotation = %d %s", code, out)
 	}
 }
+
+// Doctor checks every private key file the gate keeps, the receipt
+// signing key in <state-dir>/ledger/keys included, not only keys_dir.
+func TestDoctorReceiptKeyMode(t *testing.T) {
+	state := t.TempDir()
+	os.Chmod(state, 0o700)
+	kdir := filepath.Join(state, "ledger", "keys")
+	if err := os.MkdirAll(kdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(kdir, "signing.json")
+	if err := os.WriteFile(key, []byte(`{"kid":"k","seed":"s"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(key, 0o644)
+	out, code := cli(t, "doctor", "--state-dir", state, "--json")
+	var r struct {
+		Findings []struct{ Level, Check, Message, Fix string }
+	}
+	js, _, _ := strings.Cut(out, "\nlatchgate:")
+	if err := json.Unmarshal([]byte(js), &r); err != nil {
+		t.Fatalf("doctor = %d %s", code, out)
+	}
+	found := false
+	for _, f := range r.Findings {
+		if f.Check == "keys" && f.Level == "fail" && strings.Contains(f.Message, key) && strings.Contains(f.Fix, "chmod 600") {
+			found = true
+		}
+	}
+	if code != 1 || !found {
+		t.Fatalf("doctor with a 0644 receipt signing key = exit %d, want a keys failure naming %s:\n%s", code, key, out)
+	}
+}

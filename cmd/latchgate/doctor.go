@@ -74,14 +74,19 @@ func doctor(cfg *fileConfig) []finding {
 	// Directories and keys.
 	out = append(out, checkPrivateDir("state_dir", cfg.StateDir)...)
 	out = append(out, checkPrivateDir("keys_dir", cfg.KeysDir)...)
-	if entries, err := os.ReadDir(cfg.KeysDir); err == nil {
+	// The lease keys and store MAC key, and the receipt signing keys.
+	for _, dir := range []string{cfg.KeysDir, filepath.Join(cfg.StateDir, "ledger", "keys")} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
 		for _, e := range entries {
 			info, err := e.Info()
 			if err != nil || !info.Mode().IsRegular() {
 				continue
 			}
 			if info.Mode().Perm()&0o077 != 0 {
-				add("fail", "keys", fmt.Sprintf("key file %s is mode %04o", filepath.Join(cfg.KeysDir, e.Name()), info.Mode().Perm()), "chmod 600 "+filepath.Join(cfg.KeysDir, e.Name()))
+				add("fail", "keys", fmt.Sprintf("key file %s is mode %04o", filepath.Join(dir, e.Name()), info.Mode().Perm()), "chmod 600 "+filepath.Join(dir, e.Name()))
 			}
 		}
 	}
