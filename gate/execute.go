@@ -212,8 +212,9 @@ func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action,
 	}
 	// A human is needed: a standing approval of (principal, action) may
 	// cover it. The policy decides again with input.standing_approval set.
+	// pending_approval outranks allow (a decision with both asks a human).
 	var standing *store.Standing
-	if d.PendingApproval && !d.Allow && len(d.DenyReasons) == 0 {
+	if d.PendingApproval && len(d.DenyReasons) == 0 {
 		sa, raw, err := g.standingFor(ctx, c.session.Principal, act.ID)
 		if err != nil {
 			return 0, nil, err
@@ -224,7 +225,7 @@ func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action,
 			if err != nil {
 				return 0, nil, errPolicyUnavailable(err)
 			}
-			if d2.Allow && len(d2.DenyReasons) == 0 {
+			if d2.Allow && !d2.PendingApproval && len(d2.DenyReasons) == 0 {
 				d, standing = d2, sa
 			}
 		}
@@ -243,7 +244,7 @@ func (g *Gate) decideAndRun(ctx context.Context, c *caller, act *actions.Action,
 		e.DenyReason, e.ActionID, e.Principal = reasons[0], act.ID, c.session.Principal
 		e.Remediation = "Ask an operator to grant this principal the action (policy ACL) or the required scope."
 		return 0, nil, e
-	case d.PendingApproval && !d.Allow:
+	case d.PendingApproval:
 		g.mets.decisions.WithLabelValues("pending").Inc()
 		return g.hold(ctx, c, act, plan, traceID, now)
 	}

@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -472,5 +474,22 @@ func TestPolicyCacheHitsCounted(t *testing.T) {
 	}
 	if hits != 2 {
 		t.Fatalf("latchgate_policy_cache_hits_total = %v after 3 executes by one agent; want 2", hits)
+	}
+}
+
+// TestPolicyPendingWinsOverAllow: a decision that both allows and asks a
+// human is held (ARCHITECTURE pipeline step 5: deny, then
+// pending_approval, then allow), never run without the human.
+func TestPolicyPendingWinsOverAllow(t *testing.T) {
+	dir := t.TempDir()
+	mod := "package latchgate\n\ndecision := {\"allow\": true, \"pending_approval\": true, \"deny_reasons\": []}\n"
+	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(mod), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := gatetest.NewServer(t, gatetest.WithPolicyDir(dir))
+	a := newAgent(t, s, nil)
+	r := a.Execute("echo", map[string]any{"n": 1}, nil)
+	if r.Status != 202 || r.JSON()["decision"] != "pending_approval" {
+		t.Fatalf("allow and pending_approval both true: answer = %d %s, want 202 pending_approval", r.Status, r.Body)
 	}
 }
