@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -239,6 +240,13 @@ type Gate struct {
 
 	snap     atomic.Pointer[Snapshot]
 	reloadFn func() (*Snapshot, error)
+	// reloads numbers reload builds in the order they start (read the
+	// files); builds run concurrently, outside any lock.
+	reloads atomic.Uint64
+	// reloadMu guards reloaded, the number of the newest build swapped
+	// in, so an older build that finishes late never replaces it.
+	reloadMu sync.Mutex
+	reloaded uint64
 	draining atomic.Bool
 
 	leaseLimiter *limiter
@@ -353,12 +361,27 @@ func (g *Gate) Reload() error {
 	if g.reloadFn == nil {
 		return errors.New("gate: reload is not configured")
 	}
+	n := g.reloads.Add(1)
 	s, err := g.reloadFn()
 	if err != nil {
 		g.log.Error().Err(err).Msg("reload rejected; the previous policy and manifests keep serving")
 		return err
 	}
-	g.Swap(s)
+	if s == nil || s.Actions == nil || s.Policy == nil {
+		return errors.New("gate: reload built no actions or policy")
+	}
+	g.reloadMu.Lock()
+	stale := n < g.reloaded
+	if !stale {
+		g.reloaded = n
+		g.snap.Store(s)
+	}
+	g.reloadMu.Unlock()
+	if stale {
+		g.log.Info().Msg("reload superseded by a newer one while it was built; the newer policy and manifests keep serving")
+		return nil
+	}
+	g.log.Info().Int("actions", s.Actions.Len()).Str("policy_version", s.Policy.Version()).Msg("reloaded policy and manifests")
 	return nil
 }
 

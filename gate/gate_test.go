@@ -493,3 +493,35 @@ func TestPolicyPendingWinsOverAllow(t *testing.T) {
 		t.Fatalf("allow and pending_approval both true: answer = %d %s, want 202 pending_approval", r.Status, r.Body)
 	}
 }
+
+// TestOverlappingReloadsKeepNewest: when two reloads overlap, the one that
+// started (read the files) last stays in force; an older build that
+// finishes late never replaces it.
+func TestOverlappingReloadsKeepNewest(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	s := gatetest.NewServer(t, gatetest.WithReloadWrapper(func(load func() (*gate.Snapshot, error)) func() (*gate.Snapshot, error) {
+		return func() (*gate.Snapshot, error) {
+			snap, err := load()
+			if calls.Add(1) == 1 {
+				close(entered)
+				<-release // the first build is slow
+			}
+			return snap, err
+		}
+	}))
+	first := make(chan error, 1)
+	go func() { first <- s.Gate.Reload() }()
+	<-entered
+	if err := s.Gate.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	newest := s.Gate.Snapshot()
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if s.Gate.Snapshot() != newest {
+		t.Fatal("the older of two overlapping reloads replaced the newer one")
+	}
+}

@@ -78,6 +78,9 @@ type Options struct {
 	// WrapStore, when set, wraps the store the gate (and the ledger, as
 	// its Syncer) uses: tests observe or fail store calls with it.
 	WrapStore func(store.Store) store.Store
+	// WrapReload, when set, wraps the snapshot builder the gate reloads
+	// with: tests order or observe reloads with it.
+	WrapReload func(load func() (*gate.Snapshot, error)) func() (*gate.Snapshot, error)
 }
 
 // Option changes Options.
@@ -122,6 +125,11 @@ func WithEgress(cidrs []netip.Prefix, roots *x509.CertPool, r egress.Resolver) O
 
 // WithSecrets sets the secret values.
 func WithSecrets(m map[string]string) Option { return func(o *Options) { o.Secrets = m } }
+
+// WithReloadWrapper wraps the reload builder (see Options.WrapReload).
+func WithReloadWrapper(w func(load func() (*gate.Snapshot, error)) func() (*gate.Snapshot, error)) Option {
+	return func(o *Options) { o.WrapReload = w }
+}
 
 // WithStoreWrapper wraps the store (see Options.WrapStore).
 func WithStoreWrapper(w func(store.Store) store.Store) Option {
@@ -253,13 +261,17 @@ func NewServer(tb testing.TB, opts ...Option) *Server {
 	if err != nil {
 		tb.Fatalf("gatetest: snapshot: %v", err)
 	}
+	reload := load
+	if o.WrapReload != nil {
+		reload = o.WrapReload(load)
+	}
 	evj, err := events.Open(events.Config{Path: filepath.Join(o.StateDir, "events", "events.log")}, o.Clock, log)
 	if err != nil {
 		tb.Fatalf("gatetest: events: %v", err)
 	}
 	g, err := gate.New(o.Config, gate.Deps{
 		Store: st, Leases: auth, LeaseKey: keys, Ledger: led, Runner: runner,
-		Initial: snap, Reload: load, Clock: o.Clock, Logger: log, Events: evj,
+		Initial: snap, Reload: reload, Clock: o.Clock, Logger: log, Events: evj,
 	})
 	if err != nil {
 		tb.Fatalf("gatetest: gate: %v", err)
