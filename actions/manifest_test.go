@@ -258,3 +258,26 @@ func TestDescribe(t *testing.T) {
 		t.Errorf("echo egress = %s, want \"none\"", b)
 	}
 }
+
+// TestUnreadableOverrideFailsLoad: a *.yaml entry of the manifests
+// directory that cannot be read (a dangling symlink) fails the load like
+// any bad manifest; skipping it would silently serve the embedded
+// manifest it was meant to replace.
+func TestUnreadableOverrideFailsLoad(t *testing.T) {
+	dir := t.TempDir()
+	embedded := memFS(map[string]string{"echo.yaml": "action_id: echo\nversion: 1.0.0\nexecutor: {kind: echo}\n"})
+	if err := os.Symlink(filepath.Join(dir, "missing", "echo.yaml"), filepath.Join(dir, "echo.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := Load(LoadConfig{FS: embedded, Dir: dir}, zerolog.Nop())
+	var me *ManifestError
+	if !errors.As(err, &me) || !strings.Contains(me.File, "echo.yaml") {
+		v := ""
+		if reg != nil {
+			if a, ok := reg.Get("echo"); ok {
+				v = a.Version
+			}
+		}
+		t.Fatalf("Load(dir with a dangling echo.yaml symlink) = %v (echo version %q), want a *ManifestError naming echo.yaml", err, v)
+	}
+}

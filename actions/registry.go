@@ -160,7 +160,10 @@ func readDir(dir string) ([]manifestFile, error) {
 		}
 		name := filepath.Join(dir, e.Name())
 		info, err := os.Stat(name)
-		if err != nil || !info.Mode().IsRegular() {
+		if err != nil {
+			return nil, &ManifestError{File: name, Reason: "cannot read", Err: err}
+		}
+		if !info.Mode().IsRegular() {
 			continue
 		}
 		if info.Size() > maxManifestBytes {
