@@ -44,8 +44,9 @@ var ErrUnavailable = errors.New("policy: unavailable")
 const decisionQuery = "data.latchgate.decision"
 
 // deniedBuiltins are removed from the capabilities so no policy can reach
-// the network or the host.
-var deniedBuiltins = []string{"http.send", "net.lookup_ip_addr", "opa.runtime"}
+// the network or the host. The JSON Schema built-ins load a "$ref" with the
+// file scheme from the local file system whatever AllowNet says.
+var deniedBuiltins = []string{"http.send", "net.lookup_ip_addr", "opa.runtime", "json.match_schema", "json.verify_schema"}
 
 // Config configures an Engine.
 type Config struct {

@@ -138,6 +138,28 @@ func TestNoNetworkBuiltins(t *testing.T) {
 	}
 }
 
+// TestNoHostFileBuiltins: a policy cannot read the gate host's files.
+// JSON Schema built-ins load a "$ref" with the file scheme from the local
+// file system whatever allow_net says, so they are not offered.
+func TestNoHostFileBuiltins(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "key.json")
+	if err := os.WriteFile(secret, []byte(`{"type": "object", "required": ["d"]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, call := range []string{
+		`json.match_schema({"a": 1}, {"$ref": "file://` + secret + `"})[0]`,
+		`json.verify_schema({"$ref": "file://` + secret + `"})[0]`,
+	} {
+		mod := "package latchgate\ndecision := {\"allow\": " + call + ", \"pending_approval\": false, \"deny_reasons\": []}\n"
+		e, err := New(Config{Dir: writePolicy(t, mod, "")}, Deps{Logger: zerolog.Nop()})
+		if err != nil {
+			continue
+		}
+		d, err := e.Decide(context.Background(), baseInput(), time.Unix(0, 0))
+		t.Errorf("New(policy calling %s) = nil error, want a compile error; Decide read the file: %+v, %v", call, d, err)
+	}
+}
+
 func TestFailingPolicyTestRefused(t *testing.T) {
 	dir := writePolicy(t, "package latchgate\ndecision := {\"allow\": false, \"pending_approval\": false, \"deny_reasons\": []}\n", "")
 	if err := os.WriteFile(filepath.Join(dir, "p_test.rego"), []byte("package latchgate_test\nimport data.latchgate\ntest_allows if latchgate.decision.allow\n"), 0o600); err != nil {
