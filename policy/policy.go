@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -218,6 +219,9 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		dec.UseNumber()
 		if err := dec.Decode(&data); err != nil {
 			return nil, fmt.Errorf("policy: data.json: %w", err)
+		}
+		if _, err := dec.Token(); err != io.EOF {
+			return nil, errors.New("policy: data.json: more than one JSON value")
 		}
 	}
 	if data == nil {

@@ -160,6 +160,21 @@ func TestNoHostFileBuiltins(t *testing.T) {
 	}
 }
 
+// TestMalformedDataRefused: a data.json with anything after its object
+// is malformed and refuses the whole policy, as OPA's own loader does;
+// it must not load with only its first value.
+func TestMalformedDataRefused(t *testing.T) {
+	mod := "package latchgate\ndecision := {\"allow\": \"echo\" in data.acl[\"*\"].allowed_actions, \"pending_approval\": false, \"deny_reasons\": []}\n"
+	for _, data := range []string{
+		`{"acl": {"*": {"allowed_actions": ["echo"]}}}` + "\n" + `{"acl": {"*": {"allowed_actions": []}}}`,
+		`{"acl": {"*": {"allowed_actions": ["echo"]}}}}`,
+	} {
+		if _, err := New(Config{Dir: writePolicy(t, mod, data)}, Deps{Logger: zerolog.Nop()}); err == nil {
+			t.Errorf("New(data.json %q) = nil error, want refusal", data)
+		}
+	}
+}
+
 func TestFailingPolicyTestRefused(t *testing.T) {
 	dir := writePolicy(t, "package latchgate\ndecision := {\"allow\": false, \"pending_approval\": false, \"deny_reasons\": []}\n", "")
 	if err := os.WriteFile(filepath.Join(dir, "p_test.rego"), []byte("package latchgate_test\nimport data.latchgate\ntest_allows if latchgate.decision.allow\n"), 0o600); err != nil {
