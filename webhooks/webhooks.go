@@ -36,7 +36,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/latchgate/latchgate/atomicfile"
@@ -91,6 +93,10 @@ type Config struct {
 	MaxBackoff time.Duration
 	// Retention is how long finished deliveries stay queryable. Default: 168h.
 	Retention time.Duration
+	// MaxFinished is the most finished deliveries kept (the newest), so
+	// the outbox, rewritten on every save, stays bounded at any event
+	// rate. Default: 10,000.
+	MaxFinished int
 }
 
 func (c Config) withDefaults() Config {
@@ -109,6 +115,9 @@ func (c Config) withDefaults() Config {
 	if c.Retention == 0 {
 		c.Retention = 7 * 24 * time.Hour
 	}
+	if c.MaxFinished == 0 {
+		c.MaxFinished = 10_000
+	}
 	return c
 }
 
@@ -119,6 +128,9 @@ func (c Config) Validate() error {
 	}
 	if c.Timeout < 0 || c.BaseBackoff < 0 || c.MaxBackoff < 0 || c.Retention < 0 || c.MaxAttempts < 0 {
 		return errors.New("webhooks: durations and max_attempts must be positive, like \"2s\"")
+	}
+	if c.MaxFinished < 0 {
+		return errors.New("webhooks: max_finished must be positive")
 	}
 	seen := map[string]bool{}
 	for i, e := range c.Endpoints {
@@ -226,6 +238,8 @@ type Service struct {
 	byID     map[string]*Delivery
 	inflight map[string]bool
 	busy     map[string]bool // endpoint URLs a Run worker is delivering to
+
+	saves atomic.Int64 // outbox writes so far
 }
 
 // New builds a Service and loads its outbox. Call it before the journal
@@ -346,11 +360,28 @@ func (s *Service) save() error {
 	s.mu.Lock()
 	now := s.deps.Clock.Now()
 	f := outboxFile{Cursor: s.cursor}
+	var finished []*Delivery
 	for id, d := range s.byID {
-		if d.State != StatePending && now.Sub(d.FinishedAt) > s.cfg.Retention {
-			delete(s.byID, id)
-			continue
+		if d.State != StatePending {
+			if now.Sub(d.FinishedAt) > s.cfg.Retention {
+				delete(s.byID, id)
+				continue
+			}
+			finished = append(finished, d)
 		}
+	}
+	if over := len(finished) - s.cfg.MaxFinished; over > 0 {
+		slices.SortFunc(finished, func(a, b *Delivery) int {
+			if c := a.FinishedAt.Compare(b.FinishedAt); c != 0 {
+				return c
+			}
+			return strings.Compare(a.ID, b.ID)
+		})
+		for _, d := range finished[:over] {
+			delete(s.byID, d.ID)
+		}
+	}
+	for _, d := range s.byID {
 		c := *d
 		f.Deliveries = append(f.Deliveries, &c)
 	}
@@ -362,6 +393,7 @@ func (s *Service) save() error {
 	if err := atomicfile.WriteFile(s.path, b, 0o600); err != nil {
 		return fmt.Errorf("webhooks: save outbox: %w", err)
 	}
+	s.saves.Add(1)
 	return nil
 }
 
@@ -377,7 +409,8 @@ func (s *Service) backoff(n int) time.Duration {
 	return half + time.Duration(rand.Int64N(int64(half)+1))
 }
 
-// attempt POSTs one delivery and records the outcome.
+// attempt POSTs one delivery and records the outcome in memory; the
+// caller saves the outbox.
 func (s *Service) attempt(ctx context.Context, id string) {
 	s.mu.Lock()
 	d, ok := s.byID[id]
@@ -390,7 +423,8 @@ func (s *Service) attempt(ctx context.Context, id string) {
 	s.runAttempt(ctx, id)
 }
 
-// runAttempt makes one attempt of a delivery the caller marked in flight.
+// runAttempt makes one attempt of a delivery the caller marked in flight
+// and records the outcome in memory; the caller saves the outbox.
 func (s *Service) runAttempt(ctx context.Context, id string) {
 	s.mu.Lock()
 	d := s.byID[id]
@@ -424,6 +458,17 @@ func (s *Service) runAttempt(ctx context.Context, id string) {
 		ev = s.log.Warn()
 	}
 	ev.Str("delivery_id", id).Str("state", st).Int("attempt", att).Int("status", status).Str("error", errMsg).Msg("webhook attempt")
+}
+
+// saveEvery is how many attempts a delivery worker makes between outbox
+// saves. The outbox is rewritten whole on every save, so one save per
+// attempt cost O(outbox) per event; an outcome not saved before a crash
+// only means the delivery is attempted again (at least once, and the
+// receiver de-duplicates on the delivery id).
+const saveEvery = 64
+
+// saveOrLog saves the outbox and logs a failure.
+func (s *Service) saveOrLog() {
 	if err := s.save(); err != nil {
 		s.log.Error().Err(err).Msg("webhook outbox not saved")
 	}
@@ -503,12 +548,16 @@ func (s *Service) Run(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for _, id := range ids {
+				for i, id := range ids {
 					if ctx.Err() != nil {
 						break
 					}
 					s.attempt(ctx, id)
+					if (i+1)%saveEvery == 0 {
+						s.saveOrLog()
+					}
 				}
+				s.saveOrLog()
 				s.mu.Lock()
 				delete(s.busy, url)
 				s.mu.Unlock()
@@ -583,6 +632,7 @@ func (s *Service) Test(ctx context.Context, url string) (*Delivery, error) {
 		return nil, err
 	}
 	s.runAttempt(ctx, id)
+	s.saveOrLog()
 	select {
 	case s.kick <- struct{}{}:
 	default:

@@ -322,3 +322,66 @@ func TestJournalTailLostInPowerLoss(t *testing.T) {
 		}
 	}
 }
+
+// TestOutboxBounded: the outbox, rewritten whole on every save, is saved
+// once per 64 attempts and once per batch, not after every attempt, and
+// keeps at most MaxFinished finished deliveries. With a receipt.created
+// event per execute, a save per attempt cost O(outbox) per event and the
+// outbox grew for the 7 days of retention.
+func TestOutboxBounded(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	rv := &receiver{clk: clk}
+	srv := httptest.NewServer(rv)
+	defer srv.Close()
+	dir := t.TempDir()
+	j, err := events.Open(events.Config{Path: dir + "/events.log"}, clk, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	const n = 200
+	for i := range n {
+		j.Append(events.ReceiptCreated, map[string]int{"n": i})
+	}
+	s, err := New(Config{Endpoints: []Endpoint{{URL: srv.URL + "/hook", Secret: secret}}, Dir: dir, MaxFinished: 50},
+		Deps{Source: j, Dialer: newDialer(t, true), Clock: clk, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.saves.Load()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	waitFor(t, clk, "every event delivered", func() bool { return len(rv.snapshot()) == n })
+	cancel()
+	<-done
+	// One save for the enqueued batch, one per 64 attempts and one at the
+	// batch's end (the old loop saved after each of the 200 attempts).
+	if saves := s.saves.Load() - before; saves > 10 {
+		t.Errorf("%d outbox saves for %d deliveries, want at most 10", saves, n)
+	}
+	ds, _ := s.Deliveries(0)
+	if len(ds) != 50 {
+		t.Errorf("%d deliveries kept, want MaxFinished = 50", len(ds))
+	}
+	b, err := os.ReadFile(dir + "/outbox.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(string(b), `"state":"delivered"`); got != 50 {
+		t.Errorf("outbox file holds %d delivered deliveries, want 50", got)
+	}
+	// A restart re-sends nothing: every outcome was saved by the end.
+	s2, err := New(Config{Endpoints: []Endpoint{{URL: srv.URL + "/hook", Secret: secret}}, Dir: dir, MaxFinished: 50},
+		Deps{Source: j, Dialer: newDialer(t, true), Clock: clk, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	go s2.Run(ctx)
+	time.Sleep(100 * time.Millisecond)
+	if got := len(rv.snapshot()); got != n {
+		t.Errorf("after a restart the receiver has %d deliveries, want still %d", got, n)
+	}
+}

@@ -84,6 +84,7 @@ type fileConfig struct {
 		MaxAttempts int           `yaml:"max_attempts"` // default 12
 		BaseBackoff time.Duration `yaml:"base_backoff"` // default 2s, doubling, jittered
 		MaxBackoff  time.Duration `yaml:"max_backoff"`  // default 1h
+		MaxFinished int           `yaml:"max_finished"` // finished deliveries kept; default 10000
 	} `yaml:"webhook_delivery"`
 	Policy struct {
 		Timeout time.Duration `yaml:"timeout"` // default 250ms
@@ -294,5 +295,5 @@ func resolveOperators(list []string) (map[uint32]string, error) {
 func (c *fileConfig) webhookConfig() webhooks.Config {
 	d := c.WebhookDelivery
 	return webhooks.Config{Endpoints: c.Webhooks, Dir: filepath.Join(c.StateDir, "webhooks"), Timeout: d.Timeout,
-		MaxAttempts: d.MaxAttempts, BaseBackoff: d.BaseBackoff, MaxBackoff: d.MaxBackoff}
+		MaxAttempts: d.MaxAttempts, BaseBackoff: d.BaseBackoff, MaxBackoff: d.MaxBackoff, MaxFinished: d.MaxFinished}
 }
