@@ -15,7 +15,8 @@
 // On open the last intact line gives the next id; a torn last line is
 // ignored. Readers ask for the events after an id (Since): recent ones
 // come from memory, older ones from the file. The journal is trimmed to
-// MaxAge when it grows past CompactBytes.
+// MaxAge, and to at most MaxBytes, when it grows past CompactBytes: a
+// reader further behind than that misses the events trimmed.
 //
 // The package never decides anything; it records what the gate did. The
 // API is internal to this module and may change.
@@ -71,6 +72,11 @@ type Config struct {
 	MaxAge time.Duration
 	// CompactBytes is the file size that triggers a trim. Default: 64 MiB.
 	CompactBytes int64
+	// MaxBytes is the most a trim keeps: when the events within MaxAge
+	// take more, the oldest of them go too, so the file stays under
+	// 2 × MaxBytes at any event rate (a receipt.created per execute is
+	// ≈ 100 GB a week at 1,000 executes/s). Default: 512 MiB.
+	MaxBytes int64
 }
 
 func (c Config) withDefaults() Config {
@@ -86,6 +92,9 @@ func (c Config) withDefaults() Config {
 	if c.CompactBytes == 0 {
 		c.CompactBytes = 64 << 20
 	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = 512 << 20
+	}
 	return c
 }
 
@@ -100,6 +109,8 @@ func (c Config) Validate() error {
 		return errors.New("events: max_age must be a positive duration such as \"168h\"")
 	case c.CompactBytes < 4096:
 		return errors.New("events: compact_bytes must be at least 4096")
+	case c.MaxBytes < c.CompactBytes:
+		return errors.New("events: max_bytes must be at least compact_bytes")
 	}
 	return nil
 }
@@ -181,26 +192,59 @@ func (j *Journal) load() error {
 	}); err != nil {
 		return err
 	}
-	b, err := os.ReadFile(j.cfg.Path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+	size, keep, err := tornTail(j.cfg.Path)
 	if err != nil {
 		return fmt.Errorf("events: read journal: %w", err)
 	}
-	if n := len(b); n > 0 && b[n-1] != '\n' {
-		keep := bytes.LastIndexByte(b, '\n') + 1
-		j.log.Warn().Int("bytes", n-keep).Msg("events: cutting torn last journal line")
-		if err := os.Truncate(j.cfg.Path, int64(keep)); err != nil {
+	if keep < size {
+		j.log.Warn().Int64("bytes", size-keep).Msg("events: cutting torn last journal line")
+		if err := os.Truncate(j.cfg.Path, keep); err != nil {
 			return fmt.Errorf("events: truncate torn line: %w", err)
 		}
 	}
 	return nil
 }
 
+// tornTail returns the size of the file at path and how much of it ends
+// with its last newline, reading backwards from the end in chunks rather
+// than the whole file (up to 2 × MaxBytes). A missing file is empty.
+func tornTail(path string) (size, keep int64, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, 0, err
+	}
+	size = st.Size()
+	buf := make([]byte, 64<<10)
+	for end := size; end > 0; {
+		start := max(end-int64(len(buf)), 0)
+		b := buf[:end-start]
+		if _, err := f.ReadAt(b, start); err != nil {
+			return 0, 0, err
+		}
+		if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+			return size, start + int64(i) + 1, nil
+		}
+		end = start
+	}
+	return size, 0, nil
+}
+
 // scan calls fn for each intact line of the file in order until fn
 // returns false. A missing file is empty; a torn or corrupt line is skipped.
 func scan(path string, fn func(Event) bool) error {
+	return scanAt(path, func(e Event, _ int64) bool { return fn(e) })
+}
+
+// scanAt is scan, also passing the file offset just past each line.
+func scanAt(path string, fn func(e Event, end int64) bool) error {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -210,12 +254,14 @@ func scan(path string, fn func(Event) bool) error {
 	}
 	defer f.Close()
 	r := bufio.NewReaderSize(f, 1<<16)
+	var off int64
 	for {
 		line, err := r.ReadBytes('\n')
+		off += int64(len(line))
 		if bytes.HasSuffix(line, []byte{'\n'}) {
 			var e Event
 			if json.Unmarshal(line, &e) == nil && e.ID > 0 {
-				if !fn(e) {
+				if !fn(e, off) {
 					return nil
 				}
 			}
@@ -483,9 +529,10 @@ func (j *Journal) needsTrimLocked() bool {
 	return j.size > max(j.cfg.CompactBytes, j.trimAt)
 }
 
-// trim rewrites the journal without events older than MaxAge (the newest
-// event is always kept, so ids never go back). The kept events stream to
-// the new file; they are never all held in memory.
+// trim rewrites the journal without events older than MaxAge, and without
+// the oldest of the rest beyond MaxBytes (the newest event is always kept,
+// so ids never go back). The kept events stream to the new file; they are
+// never all held in memory.
 func (j *Journal) trim() error {
 	j.syncMu.Lock()
 	defer j.syncMu.Unlock()
@@ -502,7 +549,7 @@ func (j *Journal) trim() error {
 	// MaxAge, nothing would be dropped. Rewriting the file anyway read and
 	// decoded every event in it (seconds of CPU at a few hundred MB,
 	// seen as latency spikes in a soak): only move the next trim on.
-	if first, ok := firstEvent(j.cfg.Path); ok && first.At.After(cutoff) {
+	if first, ok := firstEvent(j.cfg.Path); ok && first.At.After(cutoff) && scanned <= j.cfg.MaxBytes {
 		j.mu.Lock()
 		j.trimAt = 2 * j.size
 		j.mu.Unlock()
@@ -516,11 +563,15 @@ func (j *Journal) trim() error {
 	w := bufio.NewWriterSize(f, 64<<10)
 	var kept int64
 	var werr error
-	err = scan(j.cfg.Path, func(e Event) bool {
+	dropTo := scanned - j.cfg.MaxBytes // lines starting before this go
+	var start int64                    // where the current line starts
+	err = scanAt(j.cfg.Path, func(e Event, end int64) bool {
 		if e.ID > last {
 			return false
 		}
-		if e.At.After(cutoff) || e.ID == last {
+		keep := (e.At.After(cutoff) && start >= dropTo) || e.ID == last
+		start = end
+		if keep {
 			b, _ := json.Marshal(e)
 			n, err := w.Write(append(b, '\n'))
 			kept += int64(n)

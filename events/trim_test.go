@@ -153,3 +153,101 @@ func TestJournalTrimSkipsYoungJournal(t *testing.T) {
 		j.Close()
 	}
 }
+
+// TestJournalTrimCapsBytes: events all younger than MaxAge are still
+// trimmed to MaxBytes, oldest first, so the file stays bounded at any
+// event rate; the newest events and ids survive, and a reopen continues
+// after the last id.
+func TestJournalTrimCapsBytes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.log")
+	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	j, err := Open(Config{Path: path, CompactBytes: 4096, MaxBytes: 8192}, clk, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 400 // ≈ 40 KB of events, all within MaxAge
+	for i := range n {
+		if _, err := j.Append(ReceiptCreated, map[string]int{"n": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.trim(); err != nil {
+		t.Fatalf("trim = %v", err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() > 8192 {
+		t.Errorf("journal after trim = %d bytes, want at most MaxBytes = 8192", st.Size())
+	}
+	var ids []int64
+	scan(path, func(e Event) bool { ids = append(ids, e.ID); return true })
+	if len(ids) == 0 || ids[len(ids)-1] != n || ids[0] <= 1 {
+		t.Fatalf("after trim: ids %d…%d (%d), want the newest up to %d, the oldest gone", ids[0], ids[len(ids)-1], len(ids), n)
+	}
+	for i := 1; i < len(ids); i++ {
+		if ids[i] != ids[i-1]+1 {
+			t.Fatalf("after trim: ids not contiguous at %d: %d then %d", i, ids[i-1], ids[i])
+		}
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	j2, err := Open(Config{Path: path, CompactBytes: 4096, MaxBytes: 8192}, clk, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j2.Close()
+	e, err := j2.Append(ReceiptCreated, map[string]int{"n": n})
+	if err != nil || e.ID != n+1 {
+		t.Fatalf("append after reopen = id %d (%v), want %d", e.ID, err, n+1)
+	}
+}
+
+// TestJournalTornTailLongerThanAChunk: a torn last line is cut on open
+// even when it is longer than one backward read (64 KiB), and the intact
+// lines before it stay.
+func TestJournalTornTailLongerThanAChunk(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.log")
+	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	j, err := Open(Config{Path: path}, clk, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := j.Append(ApprovalRequested, map[string]int{"n": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	intact, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	torn := append([]byte(`{"id":4,"type":"approval.requested","data":"`), make([]byte, 200<<10)...)
+	for i := 45; i < len(torn); i++ {
+		torn[i] = 'x'
+	}
+	if _, err := f.Write(torn); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	j2, err := Open(Config{Path: path}, clk, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j2.Close()
+	if st, _ := os.Stat(path); st.Size() != intact.Size() {
+		t.Errorf("journal after open = %d bytes, want the %d intact ones", st.Size(), intact.Size())
+	}
+	if e, err := j2.Append(ApprovalRequested, map[string]int{"n": 3}); err != nil || e.ID != 4 {
+		t.Fatalf("append after the cut = id %d (%v), want 4", e.ID, err)
+	}
+}
