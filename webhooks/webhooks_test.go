@@ -80,6 +80,17 @@ func verify(t *testing.T, h hit) int64 {
 	return unix
 }
 
+// openJournal opens an events journal in dir, closed when the test ends.
+func openJournal(t *testing.T, dir string, clk clock.Clock) *events.Journal {
+	t.Helper()
+	j, err := events.Open(events.Config{Path: dir + "/events.log"}, clk, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	return j
+}
+
 func waitFor(t *testing.T, clk *clock.Fake, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -98,11 +109,7 @@ func TestDeliveryRetriesResignsAndSurvivesRestart(t *testing.T) {
 	srv := httptest.NewServer(rv)
 	defer srv.Close()
 	dir := t.TempDir()
-	j, err := events.Open(events.Config{Path: dir + "/events.log"}, clk, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Close()
+	j := openJournal(t, dir, clk)
 	cfg := Config{Endpoints: []Endpoint{{URL: srv.URL + "/hook", Secret: secret}}, Dir: dir, BaseBackoff: time.Second}
 	deps := Deps{Source: j, Dialer: newDialer(t, true), Clock: clk, Logger: zerolog.Nop()}
 
@@ -211,11 +218,7 @@ func TestSlowReceiverDoesNotBlockOthers(t *testing.T) {
 	fsrv := httptest.NewServer(fast)
 	defer fsrv.Close()
 	dir := t.TempDir()
-	j, err := events.Open(events.Config{Path: dir + "/events.log"}, clk, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Close()
+	j := openJournal(t, dir, clk)
 	cfg := Config{Endpoints: []Endpoint{{URL: slow.URL + "/hook", Secret: secret}, {URL: fsrv.URL + "/hook", Secret: secret}},
 		Dir: dir, Timeout: 10 * time.Second}
 	s, err := New(cfg, Deps{Source: j, Dialer: newDialer(t, true), Clock: clk, Logger: zerolog.Nop()})
@@ -334,11 +337,7 @@ func TestOutboxBounded(t *testing.T) {
 	srv := httptest.NewServer(rv)
 	defer srv.Close()
 	dir := t.TempDir()
-	j, err := events.Open(events.Config{Path: dir + "/events.log"}, clk, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Close()
+	j := openJournal(t, dir, clk)
 	const n = 200
 	for i := range n {
 		j.Append(events.ReceiptCreated, map[string]int{"n": i})
