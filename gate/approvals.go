@@ -254,7 +254,7 @@ func (g *Gate) handleApprove(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	ctx, cancel := g.storeCtx(r.Context())
-	a, err := g.st.ClaimApproval(ctx, id, store.Claim{GateID: g.cfg.GateID, By: by, Deadline: deadline}, now)
+	a, err := g.st.ClaimApproval(ctx, id, store.Claim{GateID: g.cfg.GateID, By: by, Deadline: deadline, ReceiptID: newID()}, now)
 	cancel()
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -329,6 +329,7 @@ func (g *Gate) handleApprove(w http.ResponseWriter, r *http.Request) error {
 		traceID: a.TraceID, action: act, plan: plan, principal: a.Principal, sessionID: a.SessionID,
 		agentID: a.AgentID, peer: Peer{UID: a.PeerUID, PID: a.PeerPID, HasCreds: a.PeerUID >= 0},
 		approval: appr, policyVersion: snap.Policy.Version(), learned: append(learned, plan.Unresolved...),
+		receiptID: a.Claim.ReceiptID,
 	})
 	if err != nil {
 		e := asError(err)
@@ -401,6 +402,18 @@ func (g *Gate) resolveStaleClaim(w http.ResponseWriter, ctx context.Context, a *
 	if err != nil && !errors.Is(err, receipts.ErrNotFound) {
 		return errLedgerUnavailable(err)
 	}
+	// The claimant may have been another gate sharing the store: its
+	// receipt is in its own ledger, and a copy of it in the store, under
+	// the id its claim named.
+	if err != nil && a.Claim.ReceiptID != "" {
+		other, oerr := g.receiptByID(ctx, a.Claim.ReceiptID)
+		switch {
+		case oerr == nil && other.Approval != nil && other.Approval.ApprovalID == a.ID:
+			rc, err = other, nil
+		case oerr != nil && !errors.Is(oerr, receipts.ErrNotFound) && !errors.Is(oerr, store.ErrNotFound):
+			return errStoreUnavailable(oerr)
+		}
+	}
 	switch {
 	case err == nil && rc.NormalizedResult.Kind == receipts.KindSuccess:
 		g.finishApproval(a, store.ApprovalApproved, by, "recovered", rc.ReceiptID, rc.Output)
@@ -412,6 +425,5 @@ func (g *Gate) resolveStaleClaim(w http.ResponseWriter, ctx context.Context, a *
 		g.finishApproval(a, store.ApprovalFailed, by, "interrupted", "", nil)
 		writeRawJSON(w, http.StatusOK, alreadyBody(store.ApprovalFailed))
 	}
-	_ = ctx
 	return nil
 }

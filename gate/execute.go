@@ -71,7 +71,10 @@ type pendingBody struct {
 // dispatchRequest is everything needed to run a decided request once
 // (pipeline steps 7–9); approvals reuse it.
 type dispatchRequest struct {
-	traceID       string
+	traceID string
+	// receiptID, when set, is the receipt id to use (an approval's claim
+	// names it beforehand); otherwise dispatch makes one.
+	receiptID     string
 	action        *actions.Action
 	plan          *actions.Plan
 	principal     string
@@ -377,7 +380,10 @@ func grantMarkerTTL(timeout time.Duration) time.Duration {
 // atomic reserve + one-shot grant, execution, durable receipt.
 func (g *Gate) dispatch(ctx context.Context, dr dispatchRequest) (*outcome, error) {
 	act, plan := dr.action, dr.plan
-	grantID, receiptID := newID(), newID()
+	grantID, receiptID := newID(), dr.receiptID
+	if receiptID == "" {
+		receiptID = newID()
+	}
 	started := g.clk.Now()
 	var peer *receipts.Peer
 	if dr.peer.HasCreds {

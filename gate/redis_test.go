@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/latchgate/latchgate/gate/gatetest"
+	"github.com/latchgate/latchgate/receipts"
 	"github.com/latchgate/latchgate/store"
 	"github.com/latchgate/latchgate/store/storetest"
 	"github.com/redis/go-redis/v9"
@@ -329,5 +330,67 @@ func TestIdempotentOutcomeFromAnotherGatesReceipt(t *testing.T) {
 	}
 	if n := receiptCount(ga) + receiptCount(gb); n != 1 {
 		t.Fatalf("receipts = %d, want 1 (nothing ran again)", n)
+	}
+}
+
+// A claim left by another gate sharing the store, which wrote its receipt
+// and died before finishing the approval, is resolved from that receipt
+// (found through the receipt id the claim named and the store's receipt
+// copy), not failed as interrupted, and nothing runs again.
+func TestStaleClaimResolvesFromAnotherGatesReceipt(t *testing.T) {
+	ga, gb, _, _, _ := twoGates(t)
+	a := newAgent(t, ga, nil)
+	ctx := context.Background()
+	r := a.Execute("echo_held", map[string]any{"n": 1}, nil)
+	wantStatus(t, r, 202, "")
+	id := r.JSON()["approval_id"].(string)
+	// Gate A claims it, runs it (its receipt names the claim's receipt id)
+	// and dies before finishing the approval.
+	const rid = "01900000-0000-7000-8000-0000000000aa"
+	if _, err := ga.Store.ClaimApproval(ctx, id, store.Claim{GateID: "gate-a", By: "uid:0",
+		Deadline: time.Now().Add(300 * time.Millisecond), ReceiptID: rid}, time.Now()); err != nil {
+		t.Fatalf("claim: %v", err)
+	}
+	now := receipts.FormatTime(time.Now())
+	if _, err := ga.Ledger.Append(ctx, &receipts.Receipt{
+		ReceiptID: rid, TraceID: "t", GrantID: "g", ActionID: "echo_held",
+		ActionVersion: "1.0.0", ActionDigest: "sha256:00", Principal: "agent:tester", SessionID: a.Sess,
+		RequestHash: "sha256:00", Output: json.RawMessage(`{"n":1}`),
+		NormalizedResult:    receipts.NormalizedResult{Kind: receipts.KindSuccess, Summary: "ok"},
+		VerificationOutcome: receipts.VerificationOutcome{Status: receipts.VerificationUnverifiable},
+		Egress:              receipts.Egress{Hosts: []string{}},
+		Approval:            &receipts.Approval{Kind: receipts.ApprovalOperator, ApprovalID: id, ApprovedBy: "uid:0", ApprovedAt: now},
+		PolicyVersion:       "p", StartedAt: now, FinishedAt: now,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The copy reaches the store in the background; gate B can read it.
+	deadline := time.Now().Add(10 * time.Second)
+	for admin(t, gb, "GET", "/v1/receipts/"+rid, "").Status != 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("gate B never saw gate A's receipt copy")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	before, _ := gb.Ledger.Stats()
+	for {
+		r := admin(t, gb, "POST", "/v1/approvals/"+id+"/approve", `{}`)
+		if r.Status != 409 {
+			if d := r.JSON()["decision"]; r.Status != 200 || d != "already_approved" {
+				t.Fatalf("approve on gate B = %d %s, want already_approved", r.Status, r.Body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("gate A's claim never went stale")
+		}
+		time.Sleep(50 * time.Millisecond) // until gate A's claim deadline
+	}
+	got := admin(t, gb, "GET", "/v1/approvals/"+id, "").JSON()
+	if got["state"] != "approved" || got["receipt_id"] != rid {
+		t.Fatalf("approval after gate B resolved the stale claim = %v, want approved with receipt %s", got, rid)
+	}
+	if after, _ := gb.Ledger.Stats(); after != before {
+		t.Fatalf("resolving ran the action on gate B: receipts %d → %d", before, after)
 	}
 }

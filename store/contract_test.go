@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -411,7 +412,7 @@ func runContract(t *testing.T, open opener) {
 		var wg sync.WaitGroup
 		for i := range 12 {
 			wg.Go(func() {
-				c := Claim{GateID: fmt.Sprint("g", i), By: "op", Deadline: clk.Now().Add(time.Minute)}
+				c := Claim{GateID: fmt.Sprint("g", i), By: "op", Deadline: clk.Now().Add(time.Minute), ReceiptID: fmt.Sprint("rcpt-", i)}
 				_, err := st.ClaimApproval(ctx, a.ID, c, clk.Now())
 				if err == nil {
 					wins.Add(1)
@@ -425,16 +426,18 @@ func runContract(t *testing.T, open opener) {
 			t.Fatalf("claims won = %d, want 1", wins.Load())
 		}
 		cur, _ := st.GetApproval(ctx, a.ID)
-		if cur.Claim == nil || cur.Claim.Token != 1 {
-			t.Fatalf("claim = %+v, want token 1", cur.Claim)
+		if cur.Claim == nil || cur.Claim.Token != 1 || !strings.HasPrefix(cur.Claim.ReceiptID, "rcpt-") {
+			t.Fatalf("claim = %+v, want token 1 and the winner's receipt id", cur.Claim)
 		}
 		_, err = st.DecideApproval(ctx, a.ID, ApprovalDenied, "op", "no", clk.Now())
 		wantErr(t, "DecideApproval(claimed)", err, ErrConflict)
 		// The claimant crashed: after the deadline the next claim wins with a higher token.
 		clk.Advance(2 * time.Minute)
-		re, err := st.ClaimApproval(ctx, a.ID, Claim{GateID: "g2", By: "op2", Deadline: clk.Now().Add(time.Minute)}, clk.Now())
-		if err != nil || re.Claim.Token != 2 || re.Claim.GateID != "g2" {
-			t.Fatalf("ClaimApproval(after deadline) = %+v, %v, want token 2", re, err)
+		// It keeps the stale claim's receipt id: it runs nothing and looks
+		// for that receipt.
+		re, err := st.ClaimApproval(ctx, a.ID, Claim{GateID: "g2", By: "op2", Deadline: clk.Now().Add(time.Minute), ReceiptID: "rcpt-new"}, clk.Now())
+		if err != nil || re.Claim.Token != 2 || re.Claim.GateID != "g2" || re.Claim.ReceiptID != cur.Claim.ReceiptID {
+			t.Fatalf("ClaimApproval(after deadline) = %+v, %v, want token 2 and receipt id %s", re.Claim, err, cur.Claim.ReceiptID)
 		}
 		_, err = st.FinishApproval(ctx, ApprovalFinish{ID: a.ID, Token: 1, State: ApprovalApproved})
 		wantErr(t, "FinishApproval(stale token)", err, ErrConflict)

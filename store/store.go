@@ -197,6 +197,11 @@ type Claim struct {
 	Token    int64     `json:"token"` // fencing token, increases per claim
 	By       string    `json:"by"`    // operator
 	Deadline time.Time `json:"deadline"`
+	// ReceiptID is the receipt the claimant writes if it runs the plan. A
+	// claim that takes over a stale one keeps the stale one's (it runs
+	// nothing; it looks for that receipt, which any gate sharing the
+	// store can find).
+	ReceiptID string `json:"receipt_id,omitempty"`
 }
 
 // Approval is a frozen plan waiting for (or decided by) a human.

@@ -30,6 +30,9 @@ func claimNext(a *Approval, c Claim, now time.Time) (*Approval, error) {
 	c.Token = 1
 	if a.Claim != nil {
 		c.Token = a.Claim.Token + 1
+		if a.Claim.ReceiptID != "" {
+			c.ReceiptID = a.Claim.ReceiptID
+		}
 	}
 	n.Claim = &c
 	return n, nil
