@@ -352,16 +352,7 @@ func TestStaleClaimResolvesFromAnotherGatesReceipt(t *testing.T) {
 		t.Fatalf("claim: %v", err)
 	}
 	now := receipts.FormatTime(time.Now())
-	if _, err := ga.Ledger.Append(ctx, &receipts.Receipt{
-		ReceiptID: rid, TraceID: "t", GrantID: "g", ActionID: "echo_held",
-		ActionVersion: "1.0.0", ActionDigest: "sha256:00", Principal: "agent:tester", SessionID: a.Sess,
-		RequestHash: "sha256:00", Output: json.RawMessage(`{"n":1}`),
-		NormalizedResult:    receipts.NormalizedResult{Kind: receipts.KindSuccess, Summary: "ok"},
-		VerificationOutcome: receipts.VerificationOutcome{Status: receipts.VerificationUnverifiable},
-		Egress:              receipts.Egress{Hosts: []string{}},
-		Approval:            &receipts.Approval{Kind: receipts.ApprovalOperator, ApprovalID: id, ApprovedBy: "uid:0", ApprovedAt: now},
-		PolicyVersion:       "p", StartedAt: now, FinishedAt: now,
-	}); err != nil {
+	if _, err := ga.Ledger.Append(ctx, approvedReceipt(rid, a.Sess, id, now)); err != nil {
 		t.Fatal(err)
 	}
 	// The copy reaches the store in the background; gate B can read it.

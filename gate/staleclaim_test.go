@@ -65,16 +65,7 @@ func TestStaleClaimResolvesFromLedger(t *testing.T) {
 	// with that receipt.
 	second := hold(2)
 	now := receipts.FormatTime(clk.Now())
-	rc, err := s.Ledger.Append(ctx, &receipts.Receipt{
-		ReceiptID: "01900000-0000-7000-8000-000000000001", TraceID: "t", GrantID: "g", ActionID: "echo_held",
-		ActionVersion: "1.0.0", ActionDigest: "sha256:00", Principal: "agent:tester", SessionID: a.Sess,
-		RequestHash: "sha256:00", Output: json.RawMessage(`{"n":2}`),
-		NormalizedResult:    receipts.NormalizedResult{Kind: receipts.KindSuccess, Summary: "ok"},
-		VerificationOutcome: receipts.VerificationOutcome{Status: receipts.VerificationUnverifiable},
-		Egress:              receipts.Egress{Hosts: []string{}},
-		Approval:            &receipts.Approval{Kind: receipts.ApprovalOperator, ApprovalID: second, ApprovedBy: "uid:0", ApprovedAt: now},
-		PolicyVersion:       "p", StartedAt: now, FinishedAt: now,
-	})
+	rc, err := s.Ledger.Append(ctx, approvedReceipt("01900000-0000-7000-8000-000000000001", a.Sess, second, now))
 	if err != nil {
 		t.Fatalf("append the dead gate's receipt: %v", err)
 	}
@@ -138,5 +129,20 @@ func TestStaleClaimWaitsForAReadableLedger(t *testing.T) {
 	}
 	if p := a.Call("GET", "/v1/approvals/"+id+"/poll", nil).JSON(); p["status"] != "approved" || p["receipt_id"] != rc.ReceiptID {
 		t.Fatalf("poll = %v, want approved with receipt %s", p, rc.ReceiptID)
+	}
+}
+
+// approvedReceipt is the success receipt a gate writes for echo_held run
+// under approval approvalID, at now (a receipts.FormatTime).
+func approvedReceipt(receiptID, sessionID, approvalID, now string) *receipts.Receipt {
+	return &receipts.Receipt{
+		ReceiptID: receiptID, TraceID: "t", GrantID: "g", ActionID: "echo_held",
+		ActionVersion: "1.0.0", ActionDigest: "sha256:00", Principal: "agent:tester", SessionID: sessionID,
+		RequestHash: "sha256:00", Output: json.RawMessage(`{"n":2}`),
+		NormalizedResult:    receipts.NormalizedResult{Kind: receipts.KindSuccess, Summary: "ok"},
+		VerificationOutcome: receipts.VerificationOutcome{Status: receipts.VerificationUnverifiable},
+		Egress:              receipts.Egress{Hosts: []string{}},
+		Approval:            &receipts.Approval{Kind: receipts.ApprovalOperator, ApprovalID: approvalID, ApprovedBy: "uid:0", ApprovedAt: now},
+		PolicyVersion:       "p", StartedAt: now, FinishedAt: now,
 	}
 }
