@@ -452,6 +452,12 @@ func readSources(cfg Config) (map[string]string, []byte, error) {
 	var data []byte
 	for _, ent := range entries {
 		if ent.IsDir() {
+			// OPA loads a directory recursively; this loader reads only
+			// the top level. A rule kept in a subdirectory (a stricter
+			// deny, say) would silently not apply: refuse instead.
+			if f, ok := policyFileUnder(fsys, path.Join(dir, ent.Name())); ok {
+				return nil, nil, fmt.Errorf("policy: %s holds %s, but subdirectories are not loaded: move it to the top level of %s", ent.Name(), f, displayDir(cfg))
+			}
 			continue
 		}
 		p := path.Join(dir, ent.Name())
@@ -473,6 +479,22 @@ func readSources(cfg Config) (map[string]string, []byte, error) {
 		return nil, nil, fmt.Errorf("policy: no .rego files in %s", displayDir(cfg))
 	}
 	return modules, data, nil
+}
+
+// policyFileUnder returns the first *.rego or data.json file under dir.
+func policyFileUnder(fsys fs.FS, dir string) (string, bool) {
+	var found string
+	_ = fs.WalkDir(fsys, dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || found != "" {
+			return fs.SkipAll
+		}
+		if !d.IsDir() && (strings.HasSuffix(d.Name(), ".rego") || d.Name() == "data.json") {
+			found = p
+			return fs.SkipAll
+		}
+		return nil
+	})
+	return found, found != ""
 }
 
 func displayDir(cfg Config) string {

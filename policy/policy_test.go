@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -222,6 +223,40 @@ func BenchmarkDecide(b *testing.B) {
 				if _, err := e.Decide(ctx, in, now); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// TestPolicySubdirectoryRefused: OPA loads a policy directory recursively,
+// the gate reads only its top level. A subdirectory holding policy files
+// would silently not apply (a stricter rule kept there, say), so the load
+// fails naming it; a subdirectory without policy files is fine.
+func TestPolicySubdirectoryRefused(t *testing.T) {
+	module := "package latchgate\ndecision := {\"allow\": true, \"pending_approval\": false, \"deny_reasons\": []}\n"
+	for _, tt := range []struct {
+		name, file string
+		refused    bool
+	}{
+		{"rego in a subdirectory", "extra/deny.rego", true},
+		{"data.json deeper down", "extra/more/data.json", true},
+		{"notes only", "extra/README.md", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := writePolicy(t, module, "")
+			f := filepath.Join(dir, tt.file)
+			if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(f, []byte("package latchgate\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := New(Config{Dir: dir}, Deps{Logger: zerolog.Nop()})
+			if tt.refused && (err == nil || !strings.Contains(err.Error(), "subdirectories are not loaded")) {
+				t.Fatalf("New = %v, want the subdirectory refused", err)
+			}
+			if !tt.refused && err != nil {
+				t.Fatalf("New = %v, want the policy loaded", err)
 			}
 		})
 	}
