@@ -140,6 +140,10 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// Check reports what New would refuse: Validate of c with its defaults
+// filled in.
+func (c Config) Check() error { return c.withDefaults().Validate() }
+
 // Validate checks the configuration without changing it.
 func (c Config) Validate() error {
 	switch {

@@ -95,6 +95,10 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// Check reports what New would refuse: Validate of c with its defaults
+// filled in.
+func (c Config) Check() error { return c.withDefaults().Validate() }
+
 // Validate reports the first invalid field. It does not modify c.
 func (c Config) Validate() error {
 	switch {

@@ -421,3 +421,37 @@ func TestDoctorReceiptKeyMode(t *testing.T) {
 		t.Fatalf("doctor with a 0644 receipt signing key = exit %d, want a keys failure naming %s:\n%s", code, key, out)
 	}
 }
+
+// doctor fails a configuration that serve would refuse at start: the
+// lease's and the gate's own checks (with their defaults), not only the
+// command line's.
+func TestDoctorChecksWhatServeChecks(t *testing.T) {
+	state := t.TempDir()
+	os.Chmod(state, 0o700)
+	for _, tt := range []struct{ name, yaml, needle string }{
+		{"default_ttl above max_ttl", "lease:\n  default_ttl: 2h\n  max_ttl: 1h\n", "max_ttl"},
+		{"negative max_conns", "limits:\n  max_conns: -1\n", "max_conns"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := filepath.Join(t.TempDir(), "latchgate.yaml")
+			if err := os.WriteFile(cfg, []byte(tt.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, code := cli(t, "doctor", "--config", cfg, "--state-dir", state, "--json")
+			var r struct {
+				Findings []struct{ Level, Check, Message string }
+			}
+			js, _, _ := strings.Cut(out, "\nlatchgate:")
+			if code != 1 || json.Unmarshal([]byte(js), &r) != nil {
+				t.Fatalf("doctor = %d %s, want exit 1 with findings", code, out)
+			}
+			found := false
+			for _, f := range r.Findings {
+				found = found || (f.Check == "config" && f.Level == "fail" && strings.Contains(f.Message, tt.needle))
+			}
+			if !found {
+				t.Errorf("doctor did not fail the config on %s:\n%s", tt.needle, out)
+			}
+		})
+	}
+}

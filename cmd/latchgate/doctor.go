@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/latchgate/latchgate/gate"
 )
 
 // finding is one doctor check result.
@@ -27,7 +29,19 @@ type finding struct {
 func doctor(cfg *fileConfig) []finding {
 	var out []finding
 	add := func(level, check, msg, fix string) { out = append(out, finding{level, check, msg, fix}) }
-	if err := cfg.validate(); err != nil {
+	// The checks serve makes before it starts, so a configuration doctor
+	// calls valid is one serve accepts.
+	err := cfg.validate()
+	if err == nil {
+		err = leaseConfig(cfg).Check()
+	}
+	if err == nil {
+		var gcfg gate.Config
+		if gcfg, err = gateConfig(cfg, "doctor", "embedded", maxBodyBytes(cfg)); err == nil {
+			err = gcfg.Check()
+		}
+	}
+	if err != nil {
 		add("fail", "config", err.Error(), "fix the configuration file or flags")
 	} else {
 		add("ok", "config", "configuration is valid", "")

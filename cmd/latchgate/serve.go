@@ -229,11 +229,7 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	leaseCfg := lease.Config{
-		DefaultTTL: cfg.Lease.DefaultTTL, MaxTTL: cfg.Lease.MaxTTL, SessionLifetime: cfg.Lease.SessionLifetime,
-		ProofMaxAge: cfg.Proof.MaxAge, ProofFutureSkew: cfg.Proof.FutureSkew, RequireBodyHash: cfg.Proof.RequireBodyHash,
-	}
-	auth, err := lease.New(leaseCfg, keys, lease.Deps{Clock: clk, Logger: log})
+	auth, err := lease.New(leaseConfig(cfg), keys, lease.Deps{Clock: clk, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -337,10 +333,7 @@ func wire(cfg *fileConfig, log zerolog.Logger) (*runtime, error) {
 		return nil, err
 	}
 
-	maxBody := cfg.Limits.MaxBodyBytes
-	if maxBody == 0 {
-		maxBody = 1 << 20
-	}
+	maxBody := maxBodyBytes(cfg)
 	load := func() (*gate.Snapshot, error) {
 		reg, err := actions.Load(actions.LoadConfig{FS: definitions.Manifests, Dir: cfg.ManifestsDir, Dev: cfg.Dev, MaxRequestCap: maxBody}, log)
 		if err != nil {
@@ -408,6 +401,22 @@ func secretEnv() map[string]string {
 		}
 	}
 	return out
+}
+
+// leaseConfig maps the file config to lease.Config.
+func leaseConfig(cfg *fileConfig) lease.Config {
+	return lease.Config{
+		DefaultTTL: cfg.Lease.DefaultTTL, MaxTTL: cfg.Lease.MaxTTL, SessionLifetime: cfg.Lease.SessionLifetime,
+		ProofMaxAge: cfg.Proof.MaxAge, ProofFutureSkew: cfg.Proof.FutureSkew, RequireBodyHash: cfg.Proof.RequireBodyHash,
+	}
+}
+
+// maxBodyBytes is limits.max_body_bytes, 1 MiB when unset.
+func maxBodyBytes(cfg *fileConfig) int64 {
+	if cfg.Limits.MaxBodyBytes == 0 {
+		return 1 << 20
+	}
+	return cfg.Limits.MaxBodyBytes
 }
 
 // gateConfig maps the file config (with dev defaults) to gate.Config.
