@@ -69,6 +69,10 @@ type Config struct {
 	// only used when the policy provably cannot tell two inputs apart that
 	// agree on the input paths it reads.
 	DecisionCacheSize int
+	// SkipTests makes New compile the policy without running its tests,
+	// for a caller that runs them itself and reports each (latchgate
+	// policy test). A gate never sets it. Default: false.
+	SkipTests bool
 }
 
 func (c Config) withDefaults() Config {
@@ -281,6 +285,9 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		e.plan.reason = "turned off by configuration"
 	case e.plan.reason == "":
 		e.cache = newDecisionCache(cfg.DecisionCacheSize)
+	}
+	if cfg.SkipTests {
+		return e, nil
 	}
 	results, err := e.Test(ctx)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/latchgate/latchgate/clock"
+	"github.com/latchgate/latchgate/policy"
 	"github.com/latchgate/latchgate/receipts"
 	"github.com/latchgate/latchgate/sdk"
 	"github.com/latchgate/latchgate/webhooks"
@@ -453,5 +454,37 @@ func TestDoctorChecksWhatServeChecks(t *testing.T) {
 				t.Errorf("doctor did not fail the config on %s:\n%s", tt.needle, out)
 			}
 		})
+	}
+}
+
+// latchgate policy test reports every test of a policy directory, failing
+// ones included, and exits 1 when one fails (loading the policy for a
+// gate stops at the first failure instead).
+func TestPolicyTestReportsEveryTest(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"p.rego": "package latchgate\ndecision := {\"allow\": true, \"pending_approval\": false, \"deny_reasons\": []}\n",
+		"p_test.rego": "package latchgate\n" +
+			"test_a_fails if { not decision.allow }\n" +
+			"test_b_passes if { decision.allow }\n" +
+			"test_c_fails if { decision.pending_approval }\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, code := cli(t, "policy", "test", "--policy-dir", dir)
+	if code != 1 {
+		t.Fatalf("policy test = exit %d, want 1:\n%s", code, out)
+	}
+	for _, want := range []string{"FAIL data.latchgate.test_a_fails", "PASS data.latchgate.test_b_passes", "FAIL data.latchgate.test_c_fails", "1 passed, 2 failed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("policy test output lacks %q:\n%s", want, out)
+		}
+	}
+	// A gate still refuses to load it.
+	if _, err := policy.New(policy.Config{Dir: dir}, policy.Deps{Logger: zerolog.Nop()}); err == nil {
+		t.Error("policy.New loaded a policy whose tests fail")
 	}
 }
