@@ -225,7 +225,6 @@ func receiptNotFound() error {
 	return newError(http.StatusNotFound, CodeReceiptNotFound, "No receipt with that id.", nil)
 }
 
-// receiptWithStatus returns the stored receipt plus signature_status.
 // receiptCopies is a store that keeps copies of every gate's receipts
 // (Redis: PROTOCOL §5), so a receipt written by another gate sharing it is
 // served here too.
@@ -233,26 +232,34 @@ type receiptCopies interface {
 	GetReceipt(ctx context.Context, id string) ([]byte, error)
 }
 
+// storedReceipt returns a receipt's stored bytes from this gate's ledger
+// or, with a store that keeps copies, the copy another gate wrote. Not
+// found is receipts.ErrNotFound or store.ErrNotFound; a store failure
+// wraps store.ErrUnavailable, anything else is the ledger's.
+func (g *Gate) storedReceipt(ctx context.Context, id string) ([]byte, error) {
+	raw, err := g.led.Get(id)
+	copies, ok := g.st.(receiptCopies)
+	if !ok || !errors.Is(err, receipts.ErrNotFound) {
+		return raw, err
+	}
+	sctx, cancel := g.storeCtx(ctx)
+	defer cancel()
+	return copies.GetReceipt(sctx, id)
+}
+
+// receiptWithStatus returns the stored receipt plus signature_status, and
+// its principal.
 func (g *Gate) receiptWithStatus(ctx context.Context, id string) ([]byte, string, error) {
 	if !uuidRE.MatchString(id) {
 		return nil, "", receiptNotFound()
 	}
-	raw, err := g.led.Get(id)
-	if rc, ok := g.st.(receiptCopies); ok && errors.Is(err, receipts.ErrNotFound) {
-		sctx, cancel := g.storeCtx(ctx)
-		raw, err = rc.GetReceipt(sctx, id)
-		cancel()
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			return nil, "", receiptNotFound()
-		case err != nil:
-			return nil, "", errStoreUnavailable(err)
-		}
-	}
-	if errors.Is(err, receipts.ErrNotFound) {
+	raw, err := g.storedReceipt(ctx, id)
+	switch {
+	case errors.Is(err, receipts.ErrNotFound) || errors.Is(err, store.ErrNotFound):
 		return nil, "", receiptNotFound()
-	}
-	if err != nil {
+	case errors.Is(err, store.ErrUnavailable):
+		return nil, "", errStoreUnavailable(err)
+	case err != nil:
 		return nil, "", errLedgerUnavailable(err)
 	}
 	var head struct {

@@ -51,18 +51,11 @@ func (g *Gate) beginIdempotent(ctx context.Context, w http.ResponseWriter, c *ca
 // the copy another gate sharing the store wrote (PROTOCOL §5): a record
 // bound to its receipt may have been left by any gate.
 func (g *Gate) receiptByID(ctx context.Context, id string) (*receipts.Receipt, error) {
-	rc, err := g.led.GetReceipt(id)
-	copies, ok := g.st.(receiptCopies)
-	if !ok || !errors.Is(err, receipts.ErrNotFound) {
-		return rc, err
-	}
-	sctx, cancel := g.storeCtx(ctx)
-	defer cancel()
-	raw, err := copies.GetReceipt(sctx, id)
+	raw, err := g.storedReceipt(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	rc = new(receipts.Receipt)
+	rc := new(receipts.Receipt)
 	if err := json.Unmarshal(raw, rc); err != nil {
 		return nil, err
 	}
