@@ -784,36 +784,49 @@ func (r *Redis) ListApprovals(ctx context.Context, state ApprovalState, limit in
 		}
 		index = r.pendingIndexKey()
 	}
-	const page = 200
 	var out []*Approval
-	for start := int64(0); ; start += page {
-		ids, err := r.client.ZRangeArgs(ctx, redis.ZRangeArgs{Key: index, Start: start, Stop: start + page - 1, Rev: true}).Result()
-		if err != nil {
-			return nil, unavailable(err)
-		}
-		if len(ids) == 0 {
-			break
-		}
-		list, gone, err := readRecords(ctx, r, ids, index, r.approvalKey, "approval", approvalID)
-		if err != nil {
-			return nil, err
-		}
+	err := r.approvalPages(ctx, index, true, func(list []*Approval) (bool, error) {
 		for _, a := range list {
 			if v := approvalView(a, now); state == "" || v.State == state {
 				out = append(out, v)
 			}
 		}
-		// Pruned entries shift the later ones up by as many places.
-		start -= int64(gone)
-		if limit > 0 && len(out) >= limit {
-			break
-		}
+		return limit <= 0 || len(out) < limit, nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	sortApprovals(out)
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
 	return out, nil
+}
+
+// approvalPages reads the approvals of the zset index a page at a time
+// (newest first when rev) and calls fn with each page's verified records
+// until it returns false. Tampered records are left out; entries of
+// vanished records are pruned from index.
+func (r *Redis) approvalPages(ctx context.Context, index string, rev bool, fn func([]*Approval) (bool, error)) error {
+	const page = 200
+	for start := int64(0); ; start += page {
+		ids, err := r.client.ZRangeArgs(ctx, redis.ZRangeArgs{Key: index, Start: start, Stop: start + page - 1, Rev: rev}).Result()
+		if err != nil {
+			return unavailable(err)
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		list, gone, err := readRecords(ctx, r, ids, index, r.approvalKey, "approval", approvalID)
+		if err != nil {
+			return err
+		}
+		// Pruned entries shift the later ones up by as many places.
+		start -= int64(gone)
+		if more, err := fn(list); err != nil || !more {
+			return err
+		}
+	}
 }
 
 // backfillPendingIndex adds to the pending index the pending approvals of
@@ -831,20 +844,7 @@ func (r *Redis) backfillPendingIndex(ctx context.Context) error {
 		return unavailable(err)
 	}
 	if n == 0 {
-		const page = 200
-		for start := int64(0); ; start += page {
-			ids, err := r.client.ZRangeArgs(ctx, redis.ZRangeArgs{Key: r.approvalIndexKey(), Start: start, Stop: start + page - 1}).Result()
-			if err != nil {
-				return unavailable(err)
-			}
-			if len(ids) == 0 {
-				break
-			}
-			list, gone, err := readRecords(ctx, r, ids, r.approvalIndexKey(), r.approvalKey, "approval", approvalID)
-			if err != nil {
-				return err
-			}
-			start -= int64(gone)
+		err := r.approvalPages(ctx, r.approvalIndexKey(), false, func(list []*Approval) (bool, error) {
 			var zs []redis.Z
 			for _, a := range list {
 				if a.State == ApprovalPending {
@@ -853,9 +853,13 @@ func (r *Redis) backfillPendingIndex(ctx context.Context) error {
 			}
 			if len(zs) > 0 {
 				if err := r.client.ZAdd(ctx, r.pendingIndexKey(), zs...).Err(); err != nil {
-					return unavailable(err)
+					return false, unavailable(err)
 				}
 			}
+			return true, nil
+		})
+		if err != nil {
+			return err
 		}
 		if err := r.client.Set(ctx, marker, "1", 0).Err(); err != nil {
 			return unavailable(err)
