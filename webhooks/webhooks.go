@@ -239,6 +239,7 @@ type Service struct {
 	inflight map[string]bool
 	busy     map[string]bool // endpoint URLs a Run worker is delivering to
 
+	dirty atomic.Bool  // the outbox changed since it was last saved
 	saves atomic.Int64 // outbox writes so far
 }
 
@@ -346,10 +347,8 @@ func (s *Service) enqueue() (<-chan struct{}, error) {
 			}
 			s.cursor = e.ID
 		}
+		s.dirty.Store(true)
 		s.mu.Unlock()
-		if err := s.save(); err != nil {
-			return nil, err
-		}
 	}
 }
 
@@ -358,6 +357,7 @@ func (s *Service) save() error {
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
 	s.mu.Lock()
+	s.dirty.Store(false) // changes from here on are for the next save
 	now := s.deps.Clock.Now()
 	f := outboxFile{Cursor: s.cursor}
 	var finished []*Delivery
@@ -391,6 +391,7 @@ func (s *Service) save() error {
 		return err
 	}
 	if err := atomicfile.WriteFile(s.path, b, 0o600); err != nil {
+		s.dirty.Store(true)
 		return fmt.Errorf("webhooks: save outbox: %w", err)
 	}
 	s.saves.Add(1)
@@ -441,6 +442,7 @@ func (s *Service) runAttempt(ctx context.Context, id string) {
 	now := s.deps.Clock.Now()
 	s.mu.Lock()
 	delete(s.inflight, id)
+	s.dirty.Store(true)
 	d.Attempts++
 	d.LastStatus, d.LastError = status, errMsg
 	switch {
@@ -460,12 +462,13 @@ func (s *Service) runAttempt(ctx context.Context, id string) {
 	ev.Str("delivery_id", id).Str("state", st).Int("attempt", att).Int("status", status).Str("error", errMsg).Msg("webhook attempt")
 }
 
-// saveEvery is how many attempts a delivery worker makes between outbox
-// saves. The outbox is rewritten whole on every save, so one save per
-// attempt cost O(outbox) per event; an outcome not saved before a crash
-// only means the delivery is attempted again (at least once, and the
-// receiver de-duplicates on the delivery id).
-const saveEvery = 64
+// saveInterval is the shortest time between two outbox saves by Run. The
+// outbox is rewritten whole on every save, so saving per event or per
+// attempt cost O(outbox) per event. What a crash loses by waiting is
+// harmless: new deliveries are made again from the event journal (their
+// ids are stable) and an outcome not saved only means the delivery is
+// attempted again (at least once; receivers de-duplicate on the id).
+const saveInterval = time.Second
 
 // saveOrLog saves the outbox and logs a failure.
 func (s *Service) saveOrLog() {
@@ -537,27 +540,33 @@ func (s *Service) Run(ctx context.Context) error {
 		return nil
 	}
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		wg.Wait()
+		if s.dirty.Load() {
+			s.saveOrLog()
+		}
+	}()
+	var lastSave time.Time
 	for {
 		wake, err := s.enqueue()
 		if err != nil {
 			s.log.Error().Err(err).Msg("webhook enqueue failed; retrying")
+		}
+		if now := s.deps.Clock.Now(); s.dirty.Load() && now.Sub(lastSave) >= saveInterval {
+			s.saveOrLog()
+			lastSave = now
 		}
 		byURL, next := s.due(s.deps.Clock.Now())
 		for url, ids := range byURL {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for i, id := range ids {
+				for _, id := range ids {
 					if ctx.Err() != nil {
 						break
 					}
 					s.attempt(ctx, id)
-					if (i+1)%saveEvery == 0 {
-						s.saveOrLog()
-					}
 				}
-				s.saveOrLog()
 				s.mu.Lock()
 				delete(s.busy, url)
 				s.mu.Unlock()

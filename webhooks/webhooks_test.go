@@ -384,3 +384,54 @@ func TestOutboxBounded(t *testing.T) {
 		t.Errorf("after a restart the receiver has %d deliveries, want still %d", got, n)
 	}
 }
+
+// TestOutboxSavedPerIntervalNotPerEvent: events that arrive one at a time
+// (a receipt.created per execute) do not each cost a rewrite of the
+// outbox: Run saves at most once per saveInterval of its clock, and once
+// when it stops, so a restart re-sends nothing.
+func TestOutboxSavedPerIntervalNotPerEvent(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	rv := &receiver{clk: clk}
+	srv := httptest.NewServer(rv)
+	defer srv.Close()
+	dir := t.TempDir()
+	j := openJournal(t, dir, clk)
+	cfg := Config{Endpoints: []Endpoint{{URL: srv.URL + "/hook", Secret: secret}}, Dir: dir}
+	deps := Deps{Source: j, Dialer: newDialer(t, true), Clock: clk, Logger: zerolog.Nop()}
+	s, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	const n = 50
+	for i := range n {
+		j.Append(events.ReceiptCreated, map[string]int{"n": i})
+		deadline := time.Now().Add(10 * time.Second)
+		for len(rv.snapshot()) < i+1 { // one at a time: each event is its own batch
+			if time.Now().After(deadline) {
+				t.Fatalf("event %d never delivered", i)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	cancel()
+	<-done
+	// The clock never moved: one save when the first event came, one when
+	// Run stopped (the old loop saved after every enqueue and attempt).
+	if saves := s.saves.Load(); saves > 3 {
+		t.Errorf("%d outbox saves for %d events delivered one at a time, want at most 3", saves, n)
+	}
+	s2, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	go s2.Run(ctx)
+	time.Sleep(100 * time.Millisecond)
+	if got := len(rv.snapshot()); got != n {
+		t.Errorf("after a restart the receiver has %d deliveries, want still %d", got, n)
+	}
+}
