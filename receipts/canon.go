@@ -37,6 +37,20 @@ func canonicalJSON(raw []byte) ([]byte, error) {
 	return c.canonicalJSON(raw)
 }
 
+// canonicalClone is canonicalJSON with a pooled canon: the JCS form of raw
+// in a slice of its own.
+func canonicalClone(raw []byte) ([]byte, error) {
+	c := canonPool.Get().(*canon)
+	out, err := c.canonicalJSON(raw)
+	if err == nil {
+		out = bytes.Clone(out)
+	}
+	if cap(c.out) <= maxPooledBuf && cap(c.scratch) <= maxPooledBuf {
+		canonPool.Put(c)
+	}
+	return out, err
+}
+
 const (
 	maxCanonDepth = 64
 	maxPooledBuf  = 64 << 10 // larger buffers are not kept in the pool

@@ -272,7 +272,11 @@ func appendReceipt(b []byte, r *Receipt) ([]byte, error) {
 	e.member("summary", r.NormalizedResult.Summary)
 	e.close()
 	e.key("output")
-	e.raw(r.Output)
+	if r.outputCanonical && r.Output != nil {
+		e.b = append(e.b, r.Output...)
+	} else {
+		e.raw(r.Output)
+	}
 	e.key("output_truncated")
 	e.bool(r.OutputTruncated)
 	if r.Peer != nil {

@@ -80,7 +80,9 @@ func fillRandom(r *rand.Rand, v reflect.Value) {
 		}
 	case reflect.Struct:
 		for i := range v.NumField() {
-			fillRandom(r, v.Field(i))
+			if v.Type().Field(i).IsExported() { // unexported: the ledger's own marks
+				fillRandom(r, v.Field(i))
+			}
 		}
 	default:
 		panic("fill: no rule for " + v.Type().String())

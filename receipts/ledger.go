@@ -744,8 +744,8 @@ func (l *Ledger) Append(ctx context.Context, r *Receipt) (*Receipt, error) {
 	// The cap bounds the output as stored, in its JCS form, which can be
 	// longer than the output as sent (1e20 is stored as 21 digits). Output
 	// that does not canonicalise is left for validate and the writer.
-	if out, err := canonicalJSON(c.Output); err == nil {
-		c.Output = out
+	if out, err := canonicalClone(c.Output); err == nil {
+		c.Output, c.outputCanonical = out, true
 	}
 	if len(c.Output) > l.cfg.OutputCap {
 		c.Output, c.OutputTruncated = nil, true

@@ -1228,3 +1228,23 @@ func TestOpenRefusesLooseSigningKey(t *testing.T) {
 	}
 	openLedger(t, dir, opts{}) // 0400 is private too
 }
+
+// TestOutputStoredCanonical: an output sent in any JSON spelling is stored
+// (and hashed and signed) in its JCS form, so a verifier that
+// re-canonicalises the stored receipt gets the same bytes.
+func TestOutputStoredCanonical(t *testing.T) {
+	l := openLedger(t, t.TempDir(), opts{})
+	r := sampleReceipt(1)
+	r.Output = json.RawMessage(`{ "b": 1, "a": [1.50, 2e0, "\u0041"] }`)
+	mustAppend(t, l, r)
+	raw, err := l.Get(r.ReceiptID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"output":{"a":[1.5,2,"A"],"b":1}`; !strings.Contains(string(raw), want) {
+		t.Errorf("stored receipt %s, want it to hold %s", raw, want)
+	}
+	if got := VerifyReceipt(raw, l.Keys()); got != StatusValid {
+		t.Errorf("VerifyReceipt = %s, want %s", got, StatusValid)
+	}
+}

@@ -179,6 +179,10 @@ type Receipt struct {
 	Hash                 string              `json:"hash,omitempty"`
 	Signature            string              `json:"signature,omitempty"`
 	KeyID                string              `json:"key_id,omitempty"`
+
+	// outputCanonical: Output is already in its JCS form (Ledger.Append
+	// made it so to apply the cap), so the writer copies it as is.
+	outputCanonical bool
 }
 
 // Intent is written durably before dispatch (pipeline step 7). It carries
