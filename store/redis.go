@@ -182,8 +182,9 @@ func unavailable(err error) error {
 	return fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
 }
 
-// run runs a script and returns its reply as strings.
-func (r *Redis) run(ctx context.Context, s *redis.Script, keys []string, args ...any) ([]string, error) {
+// script runs a script through the batcher under the store timeout; while
+// the server may evict keys (CheckEviction) nothing is sent.
+func (r *Redis) script(ctx context.Context, s *redis.Script, keys []string, args []any) (any, error) {
 	if err := r.evicting.Load(); err != nil {
 		return nil, *err
 	}
@@ -192,6 +193,15 @@ func (r *Redis) run(ctx context.Context, s *redis.Script, keys []string, args ..
 	v, err := r.batcher.run(ctx, s, keys, args)
 	if err != nil {
 		return nil, unavailable(err)
+	}
+	return v, nil
+}
+
+// run runs a script and returns its reply as strings.
+func (r *Redis) run(ctx context.Context, s *redis.Script, keys []string, args ...any) ([]string, error) {
+	v, err := r.script(ctx, s, keys, args)
+	if err != nil {
+		return nil, err
 	}
 	return replyStrings(v)
 }
@@ -216,14 +226,9 @@ func replyStrings(v any) ([]string, error) {
 }
 
 func (r *Redis) runInt(ctx context.Context, s *redis.Script, keys []string, args ...any) (int64, error) {
-	if err := r.evicting.Load(); err != nil {
-		return 0, *err
-	}
-	ctx, cancel := r.ctx(ctx)
-	defer cancel()
-	v, err := r.batcher.run(ctx, s, keys, args)
+	v, err := r.script(ctx, s, keys, args)
 	if err != nil {
-		return 0, unavailable(err)
+		return 0, err
 	}
 	n, ok := v.(int64)
 	if !ok {

@@ -401,6 +401,10 @@ func TestRedisCheckEviction(t *testing.T) {
 			if tt.want != nil && (!errors.Is(aerr, ErrUnavailable) || !errors.Is(aerr, ErrEvicting)) {
 				t.Errorf("Authenticate on an evicting server = %v, want ErrUnavailable (ErrEvicting)", aerr)
 			}
+			// Scripts with an integer reply (Revoke, Refund, compare-and-set) too.
+			if _, rerr := r.Revoke(ctx, RevokeRequest{SessionID: "no-such-session"}, clk.Now()); tt.want != nil && !errors.Is(rerr, ErrEvicting) {
+				t.Errorf("Revoke on an evicting server = %v, want ErrEvicting", rerr)
+			}
 		})
 	}
 	// Back to noeviction: the last case above left the store refusing.
