@@ -100,16 +100,7 @@ func TestStaleClaimWaitsForAReadableLedger(t *testing.T) {
 	}
 	// The dead gate wrote its receipt before dying.
 	now := receipts.FormatTime(clk.Now())
-	rc, err := s.Ledger.Append(ctx, &receipts.Receipt{
-		ReceiptID: "01900000-0000-7000-8000-000000000002", TraceID: "t", GrantID: "g", ActionID: "echo_held",
-		ActionVersion: "1.0.0", ActionDigest: "sha256:00", Principal: "agent:tester", SessionID: a.Sess,
-		RequestHash: "sha256:00", Output: json.RawMessage(`{"n":1}`),
-		NormalizedResult:    receipts.NormalizedResult{Kind: receipts.KindSuccess, Summary: "ok"},
-		VerificationOutcome: receipts.VerificationOutcome{Status: receipts.VerificationUnverifiable},
-		Egress:              receipts.Egress{Hosts: []string{}},
-		Approval:            &receipts.Approval{Kind: receipts.ApprovalOperator, ApprovalID: id, ApprovedBy: "uid:0", ApprovedAt: now},
-		PolicyVersion:       "p", StartedAt: now, FinishedAt: now,
-	})
+	rc, err := s.Ledger.Append(ctx, approvedReceipt("01900000-0000-7000-8000-000000000002", a.Sess, id, now))
 	if err != nil {
 		t.Fatal(err)
 	}
