@@ -80,6 +80,15 @@ func verify(t *testing.T, h hit) int64 {
 	return unix
 }
 
+// runUntilCleanup runs s until the test ends, and waits for Run to return
+// (it saves the outbox as it stops) before the test's directories go.
+func runUntilCleanup(t *testing.T, s *Service) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 // openJournal opens an events journal in dir, closed when the test ends.
 func openJournal(t *testing.T, dir string, clk clock.Clock) *events.Journal {
 	t.Helper()
@@ -157,9 +166,7 @@ func TestDeliveryRetriesResignsAndSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel = context.WithCancel(context.Background())
-	defer cancel()
-	go s2.Run(ctx)
+	runUntilCleanup(t, s2)
 	waitFor(t, clk, "the new event", func() bool { return len(rv.snapshot()) == 1 })
 	time.Sleep(50 * time.Millisecond)
 	if h := rv.snapshot(); len(h) != 1 || !strings.Contains(string(h[0].body), `"approval.denied"`) {
@@ -376,9 +383,7 @@ func TestOutboxBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel = context.WithCancel(context.Background())
-	defer cancel()
-	go s2.Run(ctx)
+	runUntilCleanup(t, s2)
 	time.Sleep(100 * time.Millisecond)
 	if got := len(rv.snapshot()); got != n {
 		t.Errorf("after a restart the receiver has %d deliveries, want still %d", got, n)
@@ -427,9 +432,7 @@ func TestOutboxSavedPerIntervalNotPerEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel = context.WithCancel(context.Background())
-	defer cancel()
-	go s2.Run(ctx)
+	runUntilCleanup(t, s2)
 	time.Sleep(100 * time.Millisecond)
 	if got := len(rv.snapshot()); got != n {
 		t.Errorf("after a restart the receiver has %d deliveries, want still %d", got, n)
