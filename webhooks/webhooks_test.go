@@ -333,9 +333,9 @@ func TestJournalTailLostInPowerLoss(t *testing.T) {
 	}
 }
 
-// TestOutboxBounded: the outbox, rewritten whole on every save, is saved
-// once per 64 attempts and once per batch, not after every attempt, and
-// keeps at most MaxFinished finished deliveries. With a receipt.created
+// TestOutboxBounded: the outbox, rewritten whole on every save, is not
+// saved after every attempt (Run saves at most once per saveInterval and
+// when it stops), and keeps at most MaxFinished finished deliveries. With a receipt.created
 // event per execute, a save per attempt cost O(outbox) per event and the
 // outbox grew for the 7 days of retention.
 func TestOutboxBounded(t *testing.T) {
@@ -361,8 +361,8 @@ func TestOutboxBounded(t *testing.T) {
 	waitFor(t, clk, "every event delivered", func() bool { return len(rv.snapshot()) == n })
 	cancel()
 	<-done
-	// One save for the enqueued batch, one per 64 attempts and one at the
-	// batch's end (the old loop saved after each of the 200 attempts).
+	// A save or two while the fake clock moves, one as Run stops (the old
+	// loop saved after each of the 200 attempts).
 	if saves := s.saves.Load() - before; saves > 10 {
 		t.Errorf("%d outbox saves for %d deliveries, want at most 10", saves, n)
 	}
